@@ -1,0 +1,12 @@
+"""caffelrp: run Caffe image classifiers without Caffe and explain their decisions with LRP.
+
+    net = caffelrp.Net("deploy.prototxt", "weights.caffemodel")
+    out = net.forward(x)          # x: float32 (N, C, H, W), preprocessed as the model expects
+    net.blobs["fc8"]              # every blob by name, after the forward pass
+"""
+__version__ = "0.1.0"
+
+from .errors import (CaffeLRPError, InputShapeError, PrototxtError, ShapeError,  # noqa: F401
+                     UnsupportedLayerError, WeightsError)
+from .threads import get_num_threads, set_num_threads  # noqa: F401
+from .net import Net  # noqa: F401

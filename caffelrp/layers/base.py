@@ -1,0 +1,111 @@
+"""What every layer has: its name, type, parameters, weight blobs, shape inference and forward.
+
+A layer type is one class in one module of this package (as in Caffe's src/caffe/layers/). The
+network builder creates a layer from its ``LayerParameter`` message, calls ``setup`` with the
+bottom shapes (which fixes the weight shapes and gives the top shapes) and then ``forward``.
+"""
+import numpy as np
+
+from ..errors import PrototxtError, ShapeError
+
+_REGISTRY = {}
+
+
+def register(*type_names):
+    """Class decorator: make the class the implementation of these Caffe layer types."""
+    def wrap(cls):
+        for name in type_names:
+            _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def layer_class(type_name):
+    return _REGISTRY.get(type_name)
+
+
+def supported_types():
+    return sorted(_REGISTRY)
+
+
+class Layer:
+    """Base class. Subclasses set ``bottoms_range`` / ``tops_range`` and implement ``reshape``
+    and ``forward``; layers with weights implement ``param_shapes``."""
+
+    bottoms_range = (1, 1)       # allowed number of bottoms (min, max); None = unbounded
+    tops_range = (1, 1)
+    in_place_allowed = True
+    is_input = False             # Input-like layers are filled by the network, not run
+
+    def __init__(self, param, index):
+        self.param = param           # the caffe_pb2.LayerParameter
+        self.name = param.name
+        self.type = param.type
+        self.index = index           # Caffe's layer index (implicit Split layers included)
+        self.blobs = []              # weight arrays, float32
+        self.weights_loaded = False
+
+    # -- messages ------------------------------------------------------------------------------
+    def describe(self):
+        return "layer %d '%s' (%s)" % (self.index, self.name, self.type)
+
+    def config_error(self, what):
+        return PrototxtError("%s: %s" % (self.describe(), what))
+
+    def shape_error(self, what):
+        return ShapeError("%s: %s" % (self.describe(), what))
+
+    # -- structure -----------------------------------------------------------------------------
+    def check_arity(self, n_bottoms, n_tops):
+        for what, n, (lo, hi) in (("bottom", n_bottoms, self.bottoms_range),
+                                  ("top", n_tops, self.tops_range)):
+            if n < lo or (hi is not None and n > hi):
+                expected = str(lo) if lo == hi else ("at least %d" % lo if hi is None
+                                                     else "%d to %d" % (lo, hi))
+                raise self.config_error("takes %s %s blob(s), got %d" % (expected, what, n))
+
+    def param_shapes(self, bottom_shapes):
+        """Shapes of the weight blobs this layer owns, given its bottom shapes."""
+        return []
+
+    def default_blob(self, index, shape):
+        """Value of weight blob ``index`` when no weights file provides it (Caffe's filler default:
+        constant 0)."""
+        return np.zeros(shape, dtype=np.float32)
+
+    def setup(self, bottom_shapes):
+        """Create default weight blobs on first call; check and return the top shapes."""
+        shapes = [tuple(int(d) for d in s) for s in self.param_shapes(bottom_shapes)]
+        if not self.blobs:
+            self.blobs = [self.default_blob(i, s) for i, s in enumerate(shapes)]
+        else:
+            for i, (blob, shape) in enumerate(zip(self.blobs, shapes)):
+                if blob.shape != shape:
+                    raise self.shape_error(
+                        "its input now needs weight blob %d of shape %s, but the blob has shape "
+                        "%s" % (i, shape, blob.shape))
+        self.bottom_shapes = [tuple(s) for s in bottom_shapes]
+        self.top_shapes = [tuple(int(d) for d in s) for s in self.reshape(self.bottom_shapes)]
+        return self.top_shapes
+
+    def reshape(self, bottom_shapes):
+        raise NotImplementedError
+
+    def forward(self, bottoms):
+        """Compute the tops (list of float32 arrays) from the bottoms; never modifies a bottom."""
+        raise NotImplementedError
+
+    def flops(self):
+        """Multiply-accumulate operations x 2 of one forward pass (for the benchmarks)."""
+        return 0
+
+
+def canonical_axis(layer, axis, rank):
+    """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
+    if not -rank <= axis < rank:
+        raise layer.shape_error("axis %d is out of range for a blob with %d axes" % (axis, rank))
+    return axis + rank if axis < 0 else axis
+
+
+def count(shape, start=0, end=None):
+    return int(np.prod(shape[start:end], dtype=np.int64))

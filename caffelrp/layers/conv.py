@@ -1,0 +1,223 @@
+"""Convolution and Deconvolution (caffe-format.md §3.1, §3.2): im2col + one GEMM per group.
+
+The batch is folded into the columns of the im2col matrix (columns n*OH*OW + oh*OW + ow), so one
+GEMM covers several images; the images are taken in chunks that bound the column matrix.
+"""
+import numpy as np
+
+from ..kernels.im2col import col2im, im2col
+from ..threads import get_num_threads
+from .base import Layer, register
+
+# Upper bound of one im2col matrix, in bytes (chunks of images are sized to stay below it).
+COLUMN_BUDGET = 256 << 20
+
+
+class ConvGeometry:
+    """Kernel, stride, pad and dilation of a 2-D convolution, parsed as Caffe parses them."""
+
+    def __init__(self, layer, cp):
+        def pair(name, repeated, h_name, w_name, default):
+            has_hw = cp.HasField(h_name) or cp.HasField(w_name)
+            if has_hw:
+                if len(repeated):
+                    raise layer.config_error("either %s or %s/%s may be given, not both"
+                                             % (name, h_name, w_name))
+                return getattr(cp, h_name), getattr(cp, w_name)
+            if len(repeated) == 0:
+                return default, default
+            if len(repeated) == 1:
+                return repeated[0], repeated[0]
+            if len(repeated) == 2:
+                return repeated[0], repeated[1]
+            raise layer.config_error("%s given %d times; caffelrp runs 2-D convolutions (1 or 2 "
+                                     "values)" % (name, len(repeated)))
+
+        if cp.HasField("kernel_h") or cp.HasField("kernel_w") or len(cp.kernel_size):
+            self.kh, self.kw = pair("kernel_size", cp.kernel_size, "kernel_h", "kernel_w", 0)
+        else:
+            raise layer.config_error("convolution_param needs kernel_size or kernel_h/kernel_w")
+        self.sh, self.sw = pair("stride", cp.stride, "stride_h", "stride_w", 1)
+        self.ph, self.pw = pair("pad", cp.pad, "pad_h", "pad_w", 0)
+        if len(cp.dilation) > 2:
+            raise layer.config_error("dilation given %d times; 2-D convolutions take 1 or 2"
+                                     % len(cp.dilation))
+        dil = list(cp.dilation) or [1]
+        self.dh, self.dw = (dil[0], dil[0]) if len(dil) == 1 else (dil[0], dil[1])
+        if min(self.kh, self.kw) <= 0:
+            raise layer.config_error("filter dimensions must be nonzero, got %dx%d"
+                                     % (self.kh, self.kw))
+        if min(self.sh, self.sw) <= 0:
+            raise layer.config_error("stride must be positive, got %dx%d" % (self.sh, self.sw))
+        if min(self.dh, self.dw) <= 0:
+            raise layer.config_error("dilation must be positive")
+
+    def conv_out(self, h, w):
+        """Output size of a convolution (floor division, §3.1)."""
+        oh = (h + 2 * self.ph - (self.dh * (self.kh - 1) + 1)) // self.sh + 1
+        ow = (w + 2 * self.pw - (self.dw * (self.kw - 1) + 1)) // self.sw + 1
+        return oh, ow
+
+    def deconv_out(self, h, w):
+        """Output size of a deconvolution (§3.2)."""
+        oh = self.sh * (h - 1) + self.dh * (self.kh - 1) + 1 - 2 * self.ph
+        ow = self.sw * (w - 1) + self.dw * (self.kw - 1) + 1 - 2 * self.pw
+        return oh, ow
+
+    def args(self):
+        return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
+
+    @property
+    def is_pointwise(self):
+        """1x1, stride 1, no pad: the input itself is the column matrix."""
+        return (self.kh == self.kw == 1 and self.sh == self.sw == 1 and self.ph == self.pw == 0)
+
+
+def channels_as_rows(x):
+    """(N, C, H, W) -> (C, N*H*W), the column layout of a 1x1 convolution."""
+    n, c = x.shape[:2]
+    if n == 1:
+        return x.reshape(c, -1)
+    return np.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(c, -1)
+
+
+class _ConvBase(Layer):
+    bottoms_range = (1, None)
+    tops_range = (1, None)
+    in_place_allowed = False
+
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        cp = param.convolution_param
+        if not cp.HasField("num_output") or cp.num_output == 0:
+            raise self.config_error("convolution_param.num_output must be set and positive")
+        if cp.axis != 1:
+            raise self.config_error("axis %d: caffelrp runs convolutions over axis 1 only" % cp.axis)
+        self.num_output = cp.num_output
+        self.group = cp.group
+        self.bias_term = cp.bias_term
+        self.geometry = ConvGeometry(self, cp)
+        if self.group < 1 or self.num_output % self.group:
+            raise self.config_error("num_output %d is not divisible by group %d"
+                                    % (self.num_output, self.group))
+
+    def check_bottoms(self, bottom_shapes):
+        if len(self.param.top) != len(self.param.bottom):
+            raise self.config_error("needs one top per bottom, got %d bottoms and %d tops"
+                                    % (len(self.param.bottom), len(self.param.top)))
+        first = bottom_shapes[0]
+        if len(first) != 4:
+            raise self.shape_error("needs a 4-D (N, C, H, W) input, got shape %s" % (first,))
+        for s in bottom_shapes[1:]:
+            if tuple(s) != tuple(first):
+                raise self.shape_error("all bottoms must have the same shape, got %s and %s"
+                                       % (first, s))
+        if first[1] % self.group:
+            raise self.shape_error("input channels %d are not divisible by group %d"
+                                   % (first[1], self.group))
+        return first
+
+
+@register("Convolution")
+class Convolution(_ConvBase):
+
+    def param_shapes(self, bottom_shapes):
+        c = self.check_bottoms(bottom_shapes)[1]
+        g = self.geometry
+        shapes = [(self.num_output, c // self.group, g.kh, g.kw)]
+        return shapes + [(self.num_output,)] if self.bias_term else shapes
+
+    def reshape(self, bottom_shapes):
+        n, c, h, w = self.check_bottoms(bottom_shapes)
+        oh, ow = self.geometry.conv_out(h, w)
+        if oh <= 0 or ow <= 0:
+            raise self.shape_error("input %dx%d is too small for a %dx%d kernel (pad %d,%d, "
+                                   "dilation %d,%d)" % (h, w, self.geometry.kh, self.geometry.kw,
+                                                        self.geometry.ph, self.geometry.pw,
+                                                        self.geometry.dh, self.geometry.dw))
+        return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
+
+    def forward(self, bottoms):
+        return [self._convolve(x) for x in bottoms]
+
+    def columns(self, x):
+        """The im2col matrix of x, (C*kh*kw, N*OH*OW)."""
+        g = self.geometry
+        n, c, h, w = x.shape
+        if g.is_pointwise:
+            return channels_as_rows(x)
+        oh, ow = g.conv_out(h, w)
+        col = np.empty((c * g.kh * g.kw, n * oh * ow), dtype=np.float32)
+        im2col(x, *g.args(), oh, ow, col, get_num_threads())
+        return col
+
+    def _convolve(self, x):
+        n, c, h, w = x.shape
+        oh, ow = self.geometry.conv_out(h, w)
+        o, groups = self.num_output, self.group
+        og, k = o // groups, self.blobs[0][0].size
+        weights = self.blobs[0].reshape(o, k)
+        y = np.empty((n, o, oh * ow), dtype=np.float32)
+        per_image = k * groups * oh * ow * 4
+        chunk = max(1, COLUMN_BUDGET // max(per_image, 1))
+        for n0 in range(0, n, chunk):
+            xs = x[n0:n0 + chunk]
+            nb = xs.shape[0]
+            col = self.columns(xs)
+            out = y[n0] if nb == 1 else np.empty((o, nb * oh * ow), dtype=np.float32)
+            for gi in range(groups):
+                np.matmul(weights[gi * og:(gi + 1) * og], col[gi * k:(gi + 1) * k],
+                          out=out[gi * og:(gi + 1) * og])
+            if nb > 1:
+                y[n0:n0 + nb] = out.reshape(o, nb, oh * ow).transpose(1, 0, 2)
+        if self.bias_term:
+            y += self.blobs[1][None, :, None]
+        return y.reshape(n, o, oh, ow)
+
+    def flops(self):
+        n, o, oh, ow = self.top_shapes[0]
+        return 2 * n * o * oh * ow * self.blobs[0][0].size * len(self.top_shapes)
+
+
+@register("Deconvolution")
+class Deconvolution(_ConvBase):
+    """The adjoint of Convolution: weights (C_in, num_output/group, kh, kw) (pitfall P11)."""
+
+    def param_shapes(self, bottom_shapes):
+        c = self.check_bottoms(bottom_shapes)[1]
+        g = self.geometry
+        shapes = [(c, self.num_output // self.group, g.kh, g.kw)]
+        return shapes + [(self.num_output,)] if self.bias_term else shapes
+
+    def reshape(self, bottom_shapes):
+        n, c, h, w = self.check_bottoms(bottom_shapes)
+        oh, ow = self.geometry.deconv_out(h, w)
+        if oh <= 0 or ow <= 0:
+            raise self.shape_error("output size %dx%d is not positive" % (oh, ow))
+        return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
+
+    def forward(self, bottoms):
+        return [self._deconvolve(x) for x in bottoms]
+
+    def _deconvolve(self, x):
+        g = self.geometry
+        n, c, h, w = x.shape
+        oh, ow = g.deconv_out(h, w)
+        groups, o = self.group, self.num_output
+        cg = c // groups
+        rows = (o // groups) * g.kh * g.kw
+        xcols = channels_as_rows(x)
+        col = np.empty((o * g.kh * g.kw, n * h * w), dtype=np.float32)
+        for gi in range(groups):
+            wg = self.blobs[0][gi * cg:(gi + 1) * cg].reshape(cg, rows)
+            np.matmul(wg.T, xcols[gi * cg:(gi + 1) * cg], out=col[gi * rows:(gi + 1) * rows])
+        y = np.empty((n, o, oh, ow), dtype=np.float32)
+        # the deconvolution's input plays the role of a convolution's output of the same geometry
+        col2im(col, n, o, oh, ow, *g.args(), h, w, y, get_num_threads())
+        if self.bias_term:
+            y += self.blobs[1][None, :, None, None]
+        return y
+
+    def flops(self):
+        n, c, h, w = self.bottom_shapes[0]
+        return 2 * n * c * h * w * self.blobs[0][0].size * len(self.top_shapes)

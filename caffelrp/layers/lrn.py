@@ -1,0 +1,43 @@
+"""Local response normalisation (caffe-format.md §3.5; note alpha is divided by the window size)."""
+import numpy as np
+
+from ..kernels.lrn import lrn_across_forward, lrn_within_forward
+from ..proto import caffe_pb2
+from ..threads import get_num_threads
+from .base import Layer, register
+
+ACROSS_CHANNELS = caffe_pb2.LRNParameter.ACROSS_CHANNELS
+
+
+@register("LRN")
+class LRN(Layer):
+    in_place_allowed = False
+
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        lp = param.lrn_param
+        self.size, self.alpha, self.beta, self.k = lp.local_size, lp.alpha, lp.beta, lp.k
+        self.across_channels = lp.norm_region == ACROSS_CHANNELS
+        if self.size % 2 == 0:
+            raise self.config_error("local_size must be odd, got %d" % self.size)
+
+    def reshape(self, bottom_shapes):
+        if len(bottom_shapes[0]) != 4:
+            raise self.shape_error("needs a 4-D (N, C, H, W) input, got shape %s"
+                                   % (bottom_shapes[0],))
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        y = np.empty_like(x)
+        self.scale = np.empty_like(x)  # kept for the backward passes
+        if self.across_channels:
+            lrn_across_forward(x, self.size, self.alpha, self.beta, self.k, y, self.scale,
+                               get_num_threads())
+        else:
+            lrn_within_forward(x, self.size, self.alpha, self.beta, y, self.scale,
+                               get_num_threads())
+        return [y]
+
+    def flops(self):
+        return 2 * int(np.prod(self.top_shapes[0])) * self.size

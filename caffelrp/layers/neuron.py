@@ -1,0 +1,158 @@
+"""Elementwise layers (caffe-format.md §3.6): one bottom, one top of the same shape."""
+import numpy as np
+
+from .base import Layer, register
+
+
+class Neuron(Layer):
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms):
+        return [np.asarray(self.apply(bottoms[0]), dtype=np.float32)]
+
+    def apply(self, x):
+        raise NotImplementedError
+
+
+@register("ReLU")
+class ReLU(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        self.negative_slope = param.relu_param.negative_slope
+
+    def apply(self, x):
+        if self.negative_slope == 0:
+            return np.maximum(x, 0)
+        return np.where(x > 0, x, x * np.float32(self.negative_slope))
+
+
+@register("Dropout")
+class Dropout(Neuron):
+    """Identity at test time: Caffe's dropout is 'inverted', scaling happens in training."""
+
+    def apply(self, x):
+        return x.copy()
+
+
+@register("Sigmoid")
+class Sigmoid(Neuron):
+    def apply(self, x):
+        # Caffe's CPU code evaluates the logistic function through tanh.
+        return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+@register("TanH")
+class TanH(Neuron):
+    def apply(self, x):
+        return np.tanh(x)
+
+
+@register("AbsVal")
+class AbsVal(Neuron):
+    in_place_allowed = False
+
+    def apply(self, x):
+        return np.abs(x)
+
+
+@register("Power")
+class Power(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        pp = param.power_param
+        self.power, self.scale, self.shift = pp.power, pp.scale, pp.shift
+
+    def apply(self, x):
+        if self.power * self.scale == 0:  # Caffe's constant-output special case
+            value = 1.0 if self.power == 0 else self.shift ** self.power
+            return np.full_like(x, value)
+        y = x
+        if self.scale != 1:
+            y = y * np.float32(self.scale)
+        if self.shift != 0:
+            y = y + np.float32(self.shift)
+        if self.power != 1:
+            y = np.power(y, np.float32(self.power))
+        return y if y is not x else x.copy()
+
+
+@register("ELU")
+class ELU(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        self.alpha = param.elu_param.alpha
+
+    def apply(self, x):
+        return np.where(x > 0, x, np.float32(self.alpha) * np.expm1(np.minimum(x, 0)))
+
+
+@register("BNLL")
+class BNLL(Neuron):
+    def apply(self, x):
+        return np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
+
+
+@register("Threshold")
+class Threshold(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        self.threshold = param.threshold_param.threshold
+
+    def apply(self, x):
+        return (x > self.threshold).astype(np.float32)
+
+
+def _base_log(base):
+    return 1.0 if base == -1 else float(np.log(base))
+
+
+@register("Exp")
+class Exp(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        ep = param.exp_param
+        if ep.base != -1 and ep.base <= 0:
+            raise self.config_error("exp_param.base must be -1 (e) or positive, got %g" % ep.base)
+        log_base = _base_log(ep.base)
+        self.inner_scale, self.inner_shift = log_base * ep.scale, log_base * ep.shift
+
+    def apply(self, x):
+        return np.exp(np.float32(self.inner_shift) + np.float32(self.inner_scale) * x)
+
+
+@register("Log")
+class Log(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        lp = param.log_param
+        if lp.base != -1 and lp.base <= 0:
+            raise self.config_error("log_param.base must be -1 (e) or positive, got %g" % lp.base)
+        self.scale, self.shift = lp.scale, lp.shift
+        self.base_scale = 1.0 / _base_log(lp.base)
+
+    def apply(self, x):
+        return np.log(np.float32(self.shift) + np.float32(self.scale) * x) * np.float32(
+            self.base_scale)
+
+
+@register("PReLU")
+class PReLU(Neuron):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        self.channel_shared = param.prelu_param.channel_shared
+
+    def param_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if not 2 <= len(shape) <= 4:
+            raise self.shape_error("needs an input with 2 to 4 axes, got shape %s" % (shape,))
+        return [()] if self.channel_shared else [(shape[1],)]
+
+    def default_blob(self, index, shape):
+        return np.full(shape, 0.25, dtype=np.float32)  # Caffe's PReLU filler default
+
+    def apply(self, x):
+        a = self.blobs[0]
+        if not self.channel_shared:
+            a = a.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x > 0, x, x * a)

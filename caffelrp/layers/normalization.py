@@ -1,0 +1,150 @@
+"""BatchNorm, Scale and Bias (caffe-format.md §3.9)."""
+import numpy as np
+
+from .base import Layer, canonical_axis, register
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    """Global-statistics batch normalisation: y = (x - mean) / sqrt(var + eps), no affine part.
+
+    Blob 2 is the moving-average normaliser; mean and variance are the first two blobs divided by
+    it, and a stored 0 turns both into 0 (pitfall P6).
+    """
+
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        bp = param.batch_norm_param
+        self.eps = bp.eps
+        if bp.HasField("use_global_stats") and not bp.use_global_stats:
+            raise self.config_error("use_global_stats: false normalises with the statistics of "
+                                    "the batch itself (training mode); caffelrp runs nets for "
+                                    "inference with the stored statistics")
+
+    def channels(self, shape):
+        return shape[1] if len(shape) > 1 else 1
+
+    def param_shapes(self, bottom_shapes):
+        c = self.channels(bottom_shapes[0])
+        return [(c,), (c,), (1,)]
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def mean_and_inv_std(self):
+        """Per-channel mean and 1/sqrt(var + eps), float32, as Caffe computes them."""
+        factor = self.blobs[2].reshape(-1)[0]
+        f = np.float32(0.0 if factor == 0 else 1.0 / factor)
+        mean = self.blobs[0] * f
+        var = self.blobs[1] * f
+        return mean, (np.float32(1.0) / np.sqrt(var + np.float32(self.eps))).astype(np.float32)
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        mean, inv_std = self.mean_and_inv_std()
+        shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
+        return [(x - mean.reshape(shape)) * inv_std.reshape(shape)]
+
+
+class _Broadcast(Layer):
+    """Shared broadcasting rule of Scale and Bias: the operand covers axes [axis, axis + rank)."""
+    bottoms_range = (1, 2)
+
+    def operand_shape(self, x_shape, axis_param, num_axes):
+        axis = canonical_axis(self, axis_param, len(x_shape))
+        if num_axes < -1:
+            raise self.config_error("num_axes must be -1 or non-negative, got %d" % num_axes)
+        end = len(x_shape) if num_axes == -1 else axis + num_axes
+        if end > len(x_shape):
+            raise self.shape_error("axis %d with num_axes %d exceeds the input's %d axes"
+                                   % (axis, num_axes, len(x_shape)))
+        return axis, tuple(x_shape[axis:end])
+
+    def broadcast(self, x_shape, operand, axis):
+        if operand.ndim == 0:
+            return operand
+        return operand.reshape((1,) * axis + operand.shape + (1,) * (len(x_shape) - axis
+                                                                      - operand.ndim))
+
+    def check_operand(self, x_shape, operand_shape, axis):
+        if tuple(x_shape[axis:axis + len(operand_shape)]) != tuple(operand_shape):
+            raise self.shape_error("operand of shape %s does not match input %s at axis %d"
+                                   % (operand_shape, x_shape, axis))
+
+
+@register("Scale")
+class Scale(_Broadcast):
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        sp = param.scale_param
+        self.bias_term = sp.bias_term
+
+    def param_shapes(self, bottom_shapes):
+        sp = self.param.scale_param
+        x_shape = bottom_shapes[0]
+        if len(bottom_shapes) == 2:
+            self.axis = 0 if len(bottom_shapes[1]) == 0 else canonical_axis(self, sp.axis,
+                                                                              len(x_shape))
+            shape = tuple(bottom_shapes[1])
+            return [shape] if self.bias_term else []
+        self.axis, shape = self.operand_shape(x_shape, sp.axis, sp.num_axes)
+        return [shape, shape] if self.bias_term else [shape]
+
+    def default_blob(self, index, shape):
+        value = 1.0 if index == 0 and len(self.param.bottom) == 1 else 0.0  # Caffe's defaults
+        if index == 0 and self.param.scale_param.HasField("filler"):
+            value = self.param.scale_param.filler.value
+        return np.full(shape, value, dtype=np.float32)
+
+    def reshape(self, bottom_shapes):
+        scale_shape = bottom_shapes[1] if len(bottom_shapes) == 2 else self.blobs[0].shape
+        self.check_operand(bottom_shapes[0], scale_shape, self.axis)
+        return [bottom_shapes[0]]
+
+    def factors(self, bottoms):
+        """(scale, bias or None) as arrays broadcastable against the input."""
+        x = bottoms[0]
+        if len(bottoms) == 2:
+            scale, bias = bottoms[1], (self.blobs[0] if self.bias_term else None)
+        else:
+            scale, bias = self.blobs[0], (self.blobs[1] if self.bias_term else None)
+        scale = self.broadcast(x.shape, scale, self.axis)
+        if bias is not None:
+            bias = self.broadcast(x.shape, bias, self.axis)
+        return scale, bias
+
+    def forward(self, bottoms):
+        scale, bias = self.factors(bottoms)
+        y = bottoms[0] * scale
+        if bias is not None:
+            y += bias
+        return [y]
+
+
+@register("Bias")
+class Bias(_Broadcast):
+    def param_shapes(self, bottom_shapes):
+        bp = self.param.bias_param
+        x_shape = bottom_shapes[0]
+        if len(bottom_shapes) == 2:
+            self.axis = 0 if len(bottom_shapes[1]) == 0 else canonical_axis(self, bp.axis,
+                                                                              len(x_shape))
+            return []
+        self.axis, shape = self.operand_shape(x_shape, bp.axis, bp.num_axes)
+        return [shape]
+
+    def default_blob(self, index, shape):
+        value = self.param.bias_param.filler.value if self.param.bias_param.HasField(
+            "filler") else 0.0
+        return np.full(shape, value, dtype=np.float32)
+
+    def reshape(self, bottom_shapes):
+        bias_shape = bottom_shapes[1] if len(bottom_shapes) == 2 else self.blobs[0].shape
+        self.check_operand(bottom_shapes[0], bias_shape, self.axis)
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms):
+        bias = bottoms[1] if len(bottoms) == 2 else self.blobs[0]
+        return [bottoms[0] + self.broadcast(bottoms[0].shape, bias, self.axis)]
+
+

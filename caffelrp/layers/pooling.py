@@ -1,0 +1,101 @@
+"""Pooling (caffe-format.md §3.3): MAX and AVE with Caffe's ceil output size and window rules."""
+import numpy as np
+
+from ..kernels.pooling import ave_pool_forward, max_pool_forward, pooled_size
+from ..proto import caffe_pb2
+from ..threads import get_num_threads
+from .base import Layer, register
+
+MAX = caffe_pb2.PoolingParameter.MAX
+AVE = caffe_pb2.PoolingParameter.AVE
+
+
+@register("Pooling")
+class Pooling(Layer):
+    tops_range = (1, 2)  # MAX may have a second top holding the argmax
+    in_place_allowed = False
+
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        pp = param.pooling_param
+        self.method = pp.pool
+        if self.method not in (MAX, AVE):
+            raise self.config_error("STOCHASTIC pooling has no CPU forward pass in Caffe; only MAX "
+                                    "and AVE are supported")
+        if len(param.top) == 2 and self.method != MAX:
+            raise self.config_error("only MAX pooling may have a second (argmax) top")
+        self.global_pooling = pp.global_pooling
+        has_size = pp.HasField("kernel_size")
+        has_hw = pp.HasField("kernel_h") or pp.HasField("kernel_w")
+        if self.global_pooling:
+            if has_size or has_hw:
+                raise self.config_error("global_pooling takes no kernel size")
+            self.kernel = None
+        elif has_size and has_hw:
+            raise self.config_error("give kernel_size or kernel_h and kernel_w, not both")
+        elif has_size:
+            self.kernel = (pp.kernel_size, pp.kernel_size)
+        elif pp.HasField("kernel_h") and pp.HasField("kernel_w"):
+            self.kernel = (pp.kernel_h, pp.kernel_w)
+        else:
+            raise self.config_error("pooling_param needs kernel_size (or kernel_h and kernel_w) "
+                                    "or global_pooling")
+        if pp.HasField("pad_h") or pp.HasField("pad_w"):
+            if pp.HasField("pad"):
+                raise self.config_error("give pad or pad_h and pad_w, not both")
+            self.pad = (pp.pad_h, pp.pad_w)
+        else:
+            self.pad = (pp.pad, pp.pad)
+        if pp.HasField("stride_h") or pp.HasField("stride_w"):
+            if pp.HasField("stride"):
+                raise self.config_error("give stride or stride_h and stride_w, not both")
+            self.stride = (pp.stride_h, pp.stride_w)
+        else:
+            self.stride = (pp.stride, pp.stride)
+        if self.global_pooling and (self.pad != (0, 0) or self.stride != (1, 1)):
+            raise self.config_error("global pooling needs pad 0 and stride 1")
+        if min(self.stride) <= 0:
+            raise self.config_error("stride must be positive, got %s" % (self.stride,))
+        if self.kernel is not None:
+            if min(self.kernel) <= 0:
+                raise self.config_error("kernel size must be positive, got %s" % (self.kernel,))
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise self.config_error("pad %s must be smaller than the kernel %s"
+                                        % (self.pad, self.kernel))
+
+    def window(self, h, w):
+        """(kernel, pad, stride, output size) for an input of h x w."""
+        kernel = (h, w) if self.global_pooling else self.kernel
+        oh = pooled_size(h, kernel[0], self.pad[0], self.stride[0])
+        ow = pooled_size(w, kernel[1], self.pad[1], self.stride[1])
+        return kernel, (oh, ow)
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.shape_error("needs a 4-D (N, C, H, W) input, got shape %s" % (shape,))
+        n, c, h, w = shape
+        kernel, (oh, ow) = self.window(h, w)
+        if oh <= 0 or ow <= 0:
+            raise self.shape_error("input %dx%d gives an empty output for kernel %s"
+                                   % (h, w, kernel))
+        return [(n, c, oh, ow)] * len(self.param.top)
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        n, c, h, w = x.shape
+        (kh, kw), (oh, ow) = self.window(h, w)
+        geometry = (kh, kw, self.pad[0], self.pad[1], self.stride[0], self.stride[1], oh, ow)
+        y = np.empty((n, c, oh, ow), dtype=np.float32)
+        if self.method == MAX:
+            argmax = np.empty((n, c, oh, ow), dtype=np.int32)
+            max_pool_forward(x, *geometry, y, argmax, get_num_threads())
+            self.argmax = argmax  # kept for the backward passes
+            return [y, argmax.astype(np.float32)] if len(self.param.top) == 2 else [y]
+        ave_pool_forward(x, *geometry, y, get_num_threads())
+        return [y]
+
+    def flops(self):
+        n, c, oh, ow = self.top_shapes[0]
+        kh, kw = self.window(*self.bottom_shapes[0][2:])[0]
+        return n * c * oh * ow * kh * kw

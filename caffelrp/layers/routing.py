@@ -1,0 +1,248 @@
+"""Layers that move data without arithmetic, plus Softmax and Eltwise (caffe-format.md §3.7-3.10)."""
+import numpy as np
+
+from ..proto import caffe_pb2
+from .base import Layer, canonical_axis, count, register
+
+
+@register("Input")
+class Input(Layer):
+    """Declares net inputs; the network builder fills its tops."""
+    bottoms_range = (0, 0)
+    tops_range = (1, None)
+    is_input = True
+
+    def reshape(self, bottom_shapes):
+        raise AssertionError("Input layers are resolved by the network builder")
+
+
+@register("Split")
+class Split(Layer):
+    tops_range = (1, None)
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]] * len(self.param.top)
+
+    def forward(self, bottoms):
+        return [bottoms[0]] * len(self.param.top)  # Caffe's tops share the bottom's memory
+
+
+@register("Flatten")
+class Flatten(Layer):
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        fp = self.param.flatten_param
+        start = canonical_axis(self, fp.axis, len(shape))
+        end = canonical_axis(self, fp.end_axis, len(shape))
+        return [tuple(shape[:start]) + (count(shape, start, end + 1),) + tuple(shape[end + 1:])]
+
+    def forward(self, bottoms):
+        return [bottoms[0].reshape(self.top_shapes[0])]
+
+
+@register("Reshape")
+class Reshape(Layer):
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        rp = self.param.reshape_param
+        rank = len(shape)
+        axis = rp.axis
+        if axis < 0:
+            axis = rank + axis + 1  # -1 means "after the last axis" here
+        if not 0 <= axis <= rank:
+            raise self.shape_error("reshape_param.axis %d is out of range for shape %s"
+                                   % (rp.axis, shape))
+        end = rank if rp.num_axes == -1 else axis + rp.num_axes
+        if rp.num_axes < -1 or end > rank:
+            raise self.shape_error("reshape_param.num_axes %d is out of range for shape %s"
+                                   % (rp.num_axes, shape))
+        new = []
+        infer = None
+        for i, d in enumerate(rp.shape.dim):
+            if d == 0:
+                if axis + i >= rank:
+                    raise self.shape_error("dim 0 (copy) at position %d has no input axis" % i)
+                new.append(shape[axis + i])
+            elif d == -1:
+                if infer is not None:
+                    raise self.config_error("at most one reshape dimension may be -1")
+                infer = len(new)
+                new.append(1)
+            elif d < -1:
+                raise self.config_error("reshape dimension %d is invalid" % d)
+            else:
+                new.append(int(d))
+        full = list(shape[:axis]) + new + list(shape[end:])
+        total = count(shape)
+        if infer is not None:
+            known = count(full)
+            if known == 0 or total % known:
+                raise self.shape_error("cannot infer the -1 dimension: %d values into %s"
+                                       % (total, full))
+            full[axis + infer] = total // known
+        if count(full) != total:
+            raise self.shape_error("cannot reshape %s (%d values) to %s" % (shape, total, full))
+        return [tuple(full)]
+
+    def forward(self, bottoms):
+        return [bottoms[0].reshape(self.top_shapes[0])]
+
+
+@register("Concat")
+class Concat(Layer):
+    bottoms_range = (1, None)
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        cp = self.param.concat_param
+        if cp.HasField("axis") and cp.HasField("concat_dim"):
+            raise self.config_error("give concat_param.axis or concat_dim, not both")
+        first = bottom_shapes[0]
+        axis = cp.concat_dim if cp.HasField("concat_dim") else cp.axis
+        self.axis = canonical_axis(self, axis, len(first))
+        total = 0
+        for i, s in enumerate(bottom_shapes):
+            if len(s) != len(first) or any(a != b for j, (a, b) in enumerate(zip(s, first))
+                                           if j != self.axis):
+                raise self.shape_error("bottom %d has shape %s, which does not match %s except on "
+                                       "axis %d" % (i, s, first, self.axis))
+            total += s[self.axis]
+        return [tuple(first[:self.axis]) + (total,) + tuple(first[self.axis + 1:])]
+
+    def forward(self, bottoms):
+        return [np.concatenate(bottoms, axis=self.axis)]
+
+
+@register("Slice")
+class Slice(Layer):
+    tops_range = (1, None)
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        sp = self.param.slice_param
+        if sp.HasField("axis") and sp.HasField("slice_dim"):
+            raise self.config_error("give slice_param.axis or slice_dim, not both")
+        shape = bottom_shapes[0]
+        axis = sp.slice_dim if sp.HasField("slice_dim") else sp.axis
+        self.axis = canonical_axis(self, axis, len(shape))
+        n_tops, size = len(self.param.top), shape[self.axis]
+        if sp.slice_point:
+            points = list(sp.slice_point)
+            if len(points) != n_tops - 1:
+                raise self.config_error("%d slice points for %d tops; need one fewer than tops"
+                                        % (len(points), n_tops))
+            bounds = [0] + points + [size]
+            if any(b <= a for a, b in zip(bounds, bounds[1:])):
+                raise self.shape_error("slice points %s must increase strictly within the axis "
+                                       "size %d" % (points, size))
+        else:
+            if size % n_tops:
+                raise self.shape_error("axis size %d is not divisible into %d equal slices"
+                                       % (size, n_tops))
+            bounds = [i * size // n_tops for i in range(n_tops + 1)]
+        self.bounds = bounds
+        return [tuple(shape[:self.axis]) + (b - a,) + tuple(shape[self.axis + 1:])
+                for a, b in zip(bounds, bounds[1:])]
+
+    def forward(self, bottoms):
+        index = [slice(None)] * bottoms[0].ndim
+        tops = []
+        for a, b in zip(self.bounds, self.bounds[1:]):
+            index[self.axis] = slice(a, b)
+            tops.append(np.ascontiguousarray(bottoms[0][tuple(index)]))
+        return tops
+
+
+@register("Crop")
+class Crop(Layer):
+    bottoms_range = (2, 2)
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        data, ref = bottom_shapes
+        cp = self.param.crop_param
+        axis = canonical_axis(self, cp.axis, len(data))
+        offsets = list(cp.offset)
+        if len(offsets) > 1 and len(offsets) != len(data) - axis:
+            raise self.config_error("%d crop offsets given; need 1 or %d" % (len(offsets),
+                                                                            len(data) - axis))
+        shape, self.starts = list(data), [0] * len(data)
+        for i in range(axis, len(data)):
+            off = offsets[0] if len(offsets) == 1 else (offsets[i - axis] if offsets else 0)
+            if data[i] - off < ref[i]:
+                raise self.shape_error("axis %d: offset %d + size %d exceeds %d"
+                                       % (i, off, ref[i], data[i]))
+            shape[i], self.starts[i] = ref[i], off
+        return [tuple(shape)]
+
+    def forward(self, bottoms):
+        index = tuple(slice(s, s + n) for s, n in zip(self.starts, self.top_shapes[0]))
+        return [np.ascontiguousarray(bottoms[0][index])]
+
+
+@register("Softmax")
+class Softmax(Layer):
+    in_place_allowed = False
+
+    def reshape(self, bottom_shapes):
+        self.axis = canonical_axis(self, self.param.softmax_param.axis, len(bottom_shapes[0]))
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        e = np.exp(x - x.max(axis=self.axis, keepdims=True))
+        return [e / e.sum(axis=self.axis, keepdims=True)]
+
+
+EltwiseOp = caffe_pb2.EltwiseParameter
+
+
+@register("Eltwise")
+class Eltwise(Layer):
+    bottoms_range = (2, None)
+    in_place_allowed = False
+
+    def __init__(self, param, index):
+        super().__init__(param, index)
+        ep = param.eltwise_param
+        self.operation = ep.operation
+        self.coeff = list(ep.coeff)
+        n = len(param.bottom)
+        if self.coeff and len(self.coeff) != n:
+            raise self.config_error("eltwise_param has %d coeff values for %d bottoms"
+                                    % (len(self.coeff), n))
+        if self.coeff and self.operation != EltwiseOp.SUM:
+            raise self.config_error("coeff is only allowed with operation SUM")
+        if not self.coeff:
+            self.coeff = [1.0] * n
+
+    def reshape(self, bottom_shapes):
+        for i, s in enumerate(bottom_shapes[1:], 1):
+            if tuple(s) != tuple(bottom_shapes[0]):
+                raise self.shape_error("bottom %d has shape %s, bottom 0 has %s"
+                                       % (i, s, bottom_shapes[0]))
+        return [bottom_shapes[0]]
+
+    def forward(self, bottoms):
+        if self.operation == EltwiseOp.SUM:
+            y = np.zeros_like(bottoms[0])
+            for c, x in zip(self.coeff, bottoms):
+                if c == 1:
+                    y += x
+                else:
+                    y += np.float32(c) * x
+            return [y]
+        if self.operation == EltwiseOp.PROD:
+            y = bottoms[0].copy()
+            for x in bottoms[1:]:
+                y *= x
+            return [y]
+        y = bottoms[0].copy()
+        for x in bottoms[1:]:
+            np.maximum(y, x, out=y)
+        return [y]

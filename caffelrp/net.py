@@ -1,0 +1,456 @@
+"""The network: layers and named blobs built from a prototxt as Caffe builds them, and its passes.
+
+Construction follows Caffe's ``Net::Init`` (caffe-format.md §2.7): phase/level/stage filtering,
+sequential bottom-name resolution, implicit Split layers for blobs read by several layers (so that
+layer indices are Caffe's), in-place layers, and shape inference before anything runs. Weights are
+matched to layers by name as ``CopyTrainedLayersFrom`` does (§2.6).
+
+Every version of a blob is kept: an in-place ReLU writes a new array under the same name, so the
+pre-activation values stay available to the backward and relevance passes. ``net.blobs[name]`` is
+the last version, which is what Caffe shows under that name.
+
+Net-level ``input:`` fields declare inputs without creating a layer. Caffe 1.0 would turn them into
+an "input" layer at index 0; the LRP toolbox's Caffe (2015) did not, and its layer indices are the
+ones the original's config files use, so caffelrp numbers layers like the original.
+"""
+import logging
+from collections import namedtuple
+
+import numpy as np
+
+from . import layers as _layers  # noqa: F401  (registers the layer types)
+from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
+from .io.caffemodel import read_caffemodel
+from .io.prototxt import read_net_prototxt
+from .layers.base import layer_class, supported_types
+from .proto import caffe_pb2
+
+log = logging.getLogger("caffelrp")
+
+LayerInfo = namedtuple("LayerInfo", "name type")
+
+# Layer types of Caffe 1.0 that read data or compute losses: they belong to train/val nets.
+_TRAINING_TYPES = {
+    "Data", "ImageData", "HDF5Data", "HDF5Output", "WindowData", "DummyData", "Accuracy",
+    "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
+    "SigmoidCrossEntropyLoss", "ContrastiveLoss",
+}
+# Every type string Caffe 1.0 registers (caffe-format.md §1.6).
+_CAFFE_TYPES = {
+    "AbsVal", "Accuracy", "ArgMax", "BNLL", "BatchNorm", "BatchReindex", "Bias", "Concat",
+    "ContrastiveLoss", "Convolution", "Crop", "Data", "Deconvolution", "Dropout", "DummyData",
+    "ELU", "Eltwise", "Embed", "EuclideanLoss", "Exp", "Filter", "Flatten", "HDF5Data",
+    "HDF5Output", "HingeLoss", "Im2col", "ImageData", "InfogainLoss", "InnerProduct", "Input",
+    "LRN", "LSTM", "LSTMUnit", "Log", "MVN", "MemoryData", "MultinomialLogisticLoss", "PReLU",
+    "Parameter", "Pooling", "Power", "Python", "RNN", "ReLU", "Reduction", "Reshape", "SPP",
+    "Scale", "Sigmoid", "SigmoidCrossEntropyLoss", "Silence", "Slice", "Softmax",
+    "SoftmaxWithLoss", "Split", "TanH", "Threshold", "Tile", "WindowData",
+}
+_INPUT_TYPES = ("Input", "MemoryData")
+
+
+# ------------------------------------------------------------------------- filtering (§2.7)
+def _rule_matches(rule, state):
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    return not any(s in stages for s in rule.not_stage)
+
+
+def _included(layer, state, source):
+    if layer.include and layer.exclude:
+        raise PrototxtError("%s: layer '%s' has both include and exclude rules; Caffe allows "
+                            "only one kind" % (source, layer.name))
+    if layer.include:
+        return any(_rule_matches(r, state) for r in layer.include)
+    return not any(_rule_matches(r, state) for r in layer.exclude)
+
+
+# ---------------------------------------------------------------------- implicit splits (§2.7)
+def _split_layer_name(blob, producer, top_index):
+    return "%s_%s_%d_split" % (blob, producer, top_index)
+
+
+def _insert_splits(layer_params, input_names, source):
+    """Caffe's InsertSplits: a Split layer after every top that more than one layer reads."""
+    last_top = {name: (-1, i) for i, name in enumerate(input_names)}
+    source_of = {}           # (layer, bottom index) -> (producer layer, top index)
+    readers = {}             # (producer layer, top index) -> number of readers
+    for i, lp in enumerate(layer_params):
+        for j, name in enumerate(lp.bottom):
+            if name not in last_top:
+                raise PrototxtError("%s: unknown bottom blob '%s' (layer '%s', bottom index %d): "
+                                    "no earlier layer or input produces it"
+                                    % (source, name, lp.name, j))
+            source_of[(i, j)] = last_top[name]
+            readers[last_top[name]] = readers.get(last_top[name], 0) + 1
+        for j, name in enumerate(lp.top):
+            last_top[name] = (i, j)
+        for j, weight in enumerate(lp.loss_weight):
+            if weight:
+                readers[(i, j)] = readers.get((i, j), 0) + 1
+
+    def split(producer_name, blob, top_index, n):
+        sp = caffe_pb2.LayerParameter(name=_split_layer_name(blob, producer_name, top_index),
+                                      type="Split", bottom=[blob])
+        sp.top.extend("%s_split_%d" % (sp.name, k) for k in range(n))
+        return sp
+
+    out = [split("input", name, i, readers[(-1, i)])
+           for i, name in enumerate(input_names) if readers.get((-1, i), 0) > 1]
+    used = {}
+    for i, lp in enumerate(layer_params):
+        lp = _copy(lp)
+        for j, name in enumerate(lp.bottom):
+            src = source_of[(i, j)]
+            if readers[src] > 1:
+                producer = "input" if src[0] == -1 else layer_params[src[0]].name
+                k = used.get(src, 0)
+                used[src] = k + 1
+                lp.bottom[j] = "%s_split_%d" % (_split_layer_name(name, producer, src[1]), k)
+        out.append(lp)
+        for j, name in enumerate(lp.top):
+            if readers.get((i, j), 0) > 1:
+                out.append(split(lp.name, name, j, readers[(i, j)]))
+    return out
+
+
+def _copy(message):
+    clone = type(message)()
+    clone.CopyFrom(message)
+    return clone
+
+
+# ---------------------------------------------------------------------------------- the net
+class Net:
+    """A Caffe network, ready to run.
+
+    ``Net(prototxt_path, caffemodel_path=None, allow_missing_weights=False)``
+
+    * ``forward(x)``: ``x`` float32 (N, C, H, W), any N; returns {output blob name: array}.
+    * ``blobs``: {blob name: array} after a forward pass (the last value written under a name).
+    * ``layers``: [(name, type)] in Caffe's order, implicit Split layers included; the position
+      in this list is Caffe's layer index.
+    * ``params``: {layer name: [weight arrays]} for layers that have weights.
+    * ``inputs`` / ``outputs``: blob names (outputs in Caffe's lexicographic order).
+    """
+
+    def __init__(self, prototxt_path, caffemodel_path=None, allow_missing_weights=False,
+                 phase="TEST", level=0, stages=()):
+        self.source = str(prototxt_path)
+        net_param = read_net_prototxt(prototxt_path)
+        self.name = net_param.name
+        state = _copy(net_param.state)
+        state.phase = {"TEST": caffe_pb2.TEST, "TRAIN": caffe_pb2.TRAIN}[phase.upper()]
+        if level:
+            state.level = level
+        if stages:
+            del state.stage[:]
+            state.stage.extend(stages)
+        kept = [lp for lp in net_param.layer if _included(lp, state, self.source)]
+        input_names, input_shapes = self._net_level_inputs(net_param)
+        for lp in kept:
+            self._check_type(lp)
+        layer_params = _insert_splits(kept, input_names, self.source)
+        self._build(layer_params, input_names, input_shapes)
+        self.weights_source = None
+        if caffemodel_path is not None:
+            self.load_weights(caffemodel_path, allow_missing=allow_missing_weights)
+
+    # -- construction --------------------------------------------------------------------------
+    def _net_level_inputs(self, net_param):
+        names = list(net_param.input)
+        shapes = []
+        if net_param.input_shape:
+            if len(net_param.input_shape) != len(names):
+                raise PrototxtError("%s: %d input names but %d input_shape entries"
+                                    % (self.source, len(names), len(net_param.input_shape)))
+            shapes = [tuple(s.dim) for s in net_param.input_shape]
+        elif net_param.input_dim:
+            dims = list(net_param.input_dim)
+            if len(dims) != 4 * len(names):
+                raise PrototxtError("%s: %d input names need %d input_dim values, found %d"
+                                    % (self.source, len(names), 4 * len(names), len(dims)))
+            shapes = [tuple(dims[4 * i:4 * i + 4]) for i in range(len(names))]
+        elif names:
+            raise PrototxtError("%s: inputs %s have no input_shape or input_dim"
+                                % (self.source, names))
+        return names, shapes
+
+    def _check_type(self, lp):
+        t = lp.type
+        where = "%s: layer '%s'" % (self.source, lp.name)
+        if t == "Python":
+            pp = lp.python_param
+            raise UnsupportedLayerError("%s is a Python layer (module '%s', class '%s'); its code "
+                                        "cannot be run without Caffe" % (where, pp.module,
+                                                                         pp.layer))
+        if t in _TRAINING_TYPES:
+            raise UnsupportedLayerError("%s has type '%s', which reads training data or computes "
+                                        "a loss; use the model's deploy prototxt (with an input "
+                                        "declaration) instead" % (where, t))
+        if t in _INPUT_TYPES or layer_class(t) is not None:
+            return
+        if t in _CAFFE_TYPES:
+            raise UnsupportedLayerError("%s has type '%s', which caffelrp does not support; "
+                                        "supported types: %s" % (where, t,
+                                                                 ", ".join(supported_types())))
+        raise UnsupportedLayerError("%s has unknown layer type '%s' (not a Caffe 1.0 type; "
+                                    "types are case-sensitive)" % (where, t))
+
+    def _build(self, layer_params, input_names, input_shapes):
+        self._blob_names = []        # blob id -> name
+        self._blob_shapes = []       # blob id -> shape
+        latest = {}                  # name -> id of its current version
+        self._inputs = []            # (name, blob id, declared shape or None)
+
+        def new_blob(name, shape=None):
+            self._blob_names.append(name)
+            self._blob_shapes.append(shape)
+            latest[name] = len(self._blob_names) - 1
+            return latest[name]
+
+        for name, shape in zip(input_names, input_shapes or [None] * len(input_names)):
+            self._inputs.append((name, new_blob(name, shape), shape))
+
+        self._layers, self._bottom_ids, self._top_ids = [], [], []
+        for index, lp in enumerate(layer_params):
+            layer_type = "Input" if lp.type in _INPUT_TYPES else lp.type
+            layer = layer_class(layer_type)(lp, index)
+            layer.check_arity(len(lp.bottom), len(lp.top))
+            bottoms = []
+            for j, name in enumerate(lp.bottom):
+                if name not in latest:  # resolved by _insert_splits already; kept as a guard
+                    raise PrototxtError("%s: unknown bottom blob '%s' (layer '%s')"
+                                        % (self.source, name, lp.name))
+                bottoms.append(latest[name])
+            tops = []
+            for j, name in enumerate(lp.top):
+                in_place = j < len(lp.bottom) and lp.bottom[j] == name
+                if in_place and not layer.in_place_allowed:
+                    raise PrototxtError("%s: layer '%s' (%s) cannot run in place (top '%s' is "
+                                        "also its bottom)" % (self.source, lp.name, lp.type, name))
+                if not in_place and name in latest:
+                    raise PrototxtError("%s: top blob '%s' of layer '%s' is produced by multiple "
+                                        "sources" % (self.source, name, lp.name))
+                tops.append(new_blob(name))
+            if layer_type == "Input":
+                for k, top in enumerate(tops):
+                    self._inputs.append((lp.top[k], top, self._input_layer_shape(lp, k)))
+            self._layers.append(layer)
+            self._bottom_ids.append(bottoms)
+            self._top_ids.append(tops)
+
+        read = {b for ids in self._bottom_ids for b in ids}
+        self._latest = latest
+        self.outputs = sorted(name for name, bid in latest.items() if bid not in read)
+        self.inputs = [name for name, _, _ in self._inputs]
+        if not self._inputs:
+            raise PrototxtError("%s: the network declares no input (no input: fields and no Input "
+                                "layer)" % self.source)
+        shapes = [shape for _, _, shape in self._inputs]
+        if any(s is None for s in shapes):
+            self._shaped = False  # shapes known only when the first input arrives
+        else:
+            self._infer_shapes(shapes)
+        self._values = [None] * len(self._blob_names)
+
+    def _input_layer_shape(self, lp, k):
+        if lp.type == "MemoryData":
+            mp = lp.memory_data_param
+            return ((mp.batch_size, mp.channels, mp.height, mp.width) if k == 0
+                    else (mp.batch_size,))
+        shapes = lp.input_param.shape
+        if not shapes:
+            return None
+        if len(shapes) not in (1, len(lp.top)):
+            raise PrototxtError("%s: Input layer '%s' has %d shapes for %d tops"
+                                % (self.source, lp.name, len(shapes), len(lp.top)))
+        return tuple(shapes[0 if len(shapes) == 1 else k].dim)
+
+    def _infer_shapes(self, input_shapes):
+        """Run every layer's setup for these input shapes (Caffe's Reshape pass)."""
+        for (_, bid, _), shape in zip(self._inputs, input_shapes):
+            self._blob_shapes[bid] = tuple(shape)
+        for layer, bottoms, tops in zip(self._layers, self._bottom_ids, self._top_ids):
+            if layer.is_input:
+                continue
+            top_shapes = layer.setup([self._blob_shapes[b] for b in bottoms])
+            for bid, shape in zip(tops, top_shapes):
+                self._blob_shapes[bid] = shape
+        self._shaped = True
+
+    # -- weights -------------------------------------------------------------------------------
+    def load_weights(self, caffemodel_path, allow_missing=False):
+        """Copy weights from a .caffemodel into layers of the same name (Caffe's rules, §2.6)."""
+        if not self._shaped:
+            raise WeightsError("%s: the input shapes are not declared, so the weight shapes are "
+                               "unknown; declare them (input_shape or an Input layer's shape)"
+                               % self.source)
+        path = str(caffemodel_path)
+        stored = read_caffemodel(path)
+        first_by_name = {}
+        for layer in self._layers:
+            first_by_name.setdefault(layer.name, layer)
+        ignored, loaded = [], set()
+        for src in stored:
+            target = first_by_name.get(src.name)
+            if target is None:
+                ignored.append(src.name)
+                continue
+            if len(src.blobs) != len(target.blobs):
+                raise WeightsError(
+                    "%s: layer '%s' has %d weight blob(s) in the file but the prototxt %s needs %d "
+                    "(check bias_term)" % (path, src.name, len(src.blobs), self.source,
+                                           len(target.blobs)))
+            new_blobs = []
+            for j, (blob, current) in enumerate(zip(src.blobs, target.blobs)):
+                if not _shape_equals(blob, current.shape):
+                    raise WeightsError(
+                        "%s: cannot copy weight blob %d of layer '%s': shape mismatch; the file "
+                        "has %s, the prototxt %s needs %s (%d)" % (
+                            path, j, src.name, blob.describe_shape(), self.source,
+                            " ".join(str(d) for d in current.shape), current.size))
+                new_blobs.append(blob.data.reshape(current.shape))
+            target.blobs = new_blobs
+            target.weights_loaded = True
+            loaded.add(id(target))
+        missing = [layer.name for layer in self._layers if layer.blobs and id(layer) not in loaded]
+        if missing and not allow_missing:
+            raise WeightsError("%s has no weights for layer(s) %s of %s; pass "
+                               "allow_missing_weights=True to run them with Caffe's default "
+                               "(zero) weights" % (path, ", ".join(missing), self.source))
+        for name in missing:
+            log.warning("%s: no weights for layer '%s'; it keeps default values", path, name)
+        if ignored:
+            log.info("%s: ignored %d layer(s) not in the prototxt: %s", path, len(ignored),
+                     ", ".join(ignored))
+        self.ignored_weight_layers = ignored
+        self.weights_source = path
+
+    # -- running -------------------------------------------------------------------------------
+    def _check_inputs(self, x):
+        if isinstance(x, dict):
+            unknown = set(x) - set(self.inputs)
+            if unknown:
+                raise InputShapeError("unknown input(s) %s; the network's inputs are %s"
+                                      % (sorted(unknown), self.inputs))
+            missing = [n for n in self.inputs if n not in x]
+            if missing:
+                raise InputShapeError("missing input(s) %s" % missing)
+            arrays = [x[n] for n in self.inputs]
+        else:
+            if len(self.inputs) != 1:
+                raise InputShapeError("the network has inputs %s: pass a dict {name: array}"
+                                      % self.inputs)
+            arrays = [x]
+        checked = []
+        for (name, _, declared), a in zip(self._inputs, arrays):
+            try:
+                a = np.asarray(a)
+            except Exception as e:  # e.g. ragged nested lists
+                raise InputShapeError("input '%s' is not an array: %s" % (name, e)) from None
+            if a.dtype.kind not in "fiub":
+                raise InputShapeError("input '%s' must be numeric, got dtype %s" % (name, a.dtype))
+            if declared is not None and a.ndim != len(declared):
+                raise InputShapeError("input '%s' must have %d axes %s, got shape %s"
+                                      % (name, len(declared), _shape_text(declared), a.shape))
+            checked.append(np.ascontiguousarray(a, dtype=np.float32))
+        return checked
+
+    def reshape(self, input_shapes):
+        """Re-run shape inference for new input shapes (e.g. another batch size)."""
+        old = [self._blob_shapes[bid] for _, bid, _ in self._inputs]
+        try:
+            self._infer_shapes(input_shapes)
+        except ShapeError as e:
+            if all(s is not None for s in old):
+                self._infer_shapes(old)
+            expected = ", ".join("'%s' %s" % (n, _shape_text(d)) for n, _, d in self._inputs)
+            raise InputShapeError("input shape %s does not fit the network (declared: %s): %s"
+                                  % (", ".join(str(tuple(s)) for s in input_shapes), expected,
+                                     e)) from None
+
+    def forward(self, x):
+        """Run the network on ``x`` (an array, or {input name: array}); returns the outputs."""
+        arrays = self._check_inputs(x)
+        shapes = [a.shape for a in arrays]
+        if not self._shaped or shapes != [self._blob_shapes[bid] for _, bid, _ in self._inputs]:
+            self.reshape(shapes)
+        values = [None] * len(self._blob_names)
+        for (_, bid, _), a in zip(self._inputs, arrays):
+            values[bid] = a
+        for layer, bottoms, tops in zip(self._layers, self._bottom_ids, self._top_ids):
+            if layer.is_input:
+                if layer.type == "MemoryData":  # its label top: zeros
+                    for bid in tops[1:]:
+                        values[bid] = np.zeros(self._blob_shapes[bid], dtype=np.float32)
+                continue
+            outs = layer.forward([values[b] for b in bottoms])
+            for bid, out in zip(tops, outs):
+                values[bid] = out
+        self._values = values
+        return {name: values[self._latest[name]] for name in self.outputs}
+
+    # -- introspection -------------------------------------------------------------------------
+    @property
+    def layers(self):
+        return [LayerInfo(layer.name, layer.type) for layer in self._layers]
+
+    def layer(self, name_or_index):
+        """The layer object by name (first of that name) or by Caffe index."""
+        if isinstance(name_or_index, int):
+            return self._layers[name_or_index]
+        for layer in self._layers:
+            if layer.name == name_or_index:
+                return layer
+        raise KeyError("no layer named %r" % (name_or_index,))
+
+    @property
+    def blobs(self):
+        return {name: self._values[bid] for name, bid in self._latest.items()
+                if self._values[bid] is not None}
+
+    @property
+    def blob_shapes(self):
+        return {name: self._blob_shapes[bid] for name, bid in self._latest.items()}
+
+    @property
+    def params(self):
+        return {layer.name: layer.blobs for layer in self._layers if layer.blobs}
+
+    def layer_bottoms(self, index):
+        """Names of the blobs layer ``index`` reads."""
+        return [self._blob_names[b] for b in self._bottom_ids[index]]
+
+    def layer_tops(self, index):
+        return [self._blob_names[b] for b in self._top_ids[index]]
+
+    def flops(self):
+        """Floating-point operations of one forward pass at the current shapes."""
+        return sum(layer.flops() for layer in self._layers if not layer.is_input)
+
+    def __repr__(self):
+        return "<caffelrp.Net '%s': %d layers, inputs %s, outputs %s>" % (
+            self.name, len(self._layers), self.inputs, self.outputs)
+
+
+def _shape_equals(blob, target_shape):
+    """Caffe's Blob::ShapeEquals: legacy 4-D shapes compare right-aligned (§2.5)."""
+    if blob.legacy:
+        if len(target_shape) > 4:
+            return False
+        return tuple(blob.shape) == (1,) * (4 - len(target_shape)) + tuple(target_shape)
+    return tuple(blob.shape) == tuple(target_shape)
+
+
+def _shape_text(shape):
+    if shape is None:
+        return "(any shape)"
+    return "(N, " + ", ".join(str(d) for d in shape[1:]) + ")" if len(shape) > 1 else str(shape)
