@@ -99,7 +99,7 @@ def _insert_splits(layer_params, input_names, source):
     def split(producer_name, blob, top_index, n):
         sp = caffe_pb2.LayerParameter(name=_split_layer_name(blob, producer_name, top_index),
                                       type="Split", bottom=[blob])
-        sp.top.extend("%s_split_%d" % (sp.name, k) for k in range(n))
+        sp.top.extend("%s_%d" % (sp.name, k) for k in range(n))
         return sp
 
     out = [split("input", name, i, readers[(-1, i)])
@@ -113,7 +113,7 @@ def _insert_splits(layer_params, input_names, source):
                 producer = "input" if src[0] == -1 else layer_params[src[0]].name
                 k = used.get(src, 0)
                 used[src] = k + 1
-                lp.bottom[j] = "%s_split_%d" % (_split_layer_name(name, producer, src[1]), k)
+                lp.bottom[j] = "%s_%d" % (_split_layer_name(name, producer, src[1]), k)
         out.append(lp)
         for j, name in enumerate(lp.top):
             if readers.get((i, j), 0) > 1:

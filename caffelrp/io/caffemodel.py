@@ -157,7 +157,8 @@ def _read_shape(r, end):
     dims = []
     for number, wire_type in r.fields(end):
         if number == SHAPE_DIM and wire_type == LENGTH_DELIMITED:  # packed (the usual form)
-            stop = r.pos + r.length(end)
+            n = r.length(end)
+            stop = r.pos + n
             while r.pos < stop:
                 dims.append(_signed64(r.varint()))
         elif number == SHAPE_DIM and wire_type == VARINT:  # unpacked: accepted like protobuf does
