@@ -25,17 +25,16 @@ class InnerProduct(Layer):
         k = count(shape, axis)
         if self.k is None:
             self.k = k
+        elif k != self.k:
+            raise self.shape_error("input of shape %s has %d features per row; this layer was "
+                                   "built for %d" % (tuple(shape), k, self.k))
         w = (k, self.num_output) if self.transpose else (self.num_output, k)
         return [w, (self.num_output,)] if self.bias_term else [w]
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        axis = canonical_axis(self, self.axis_param, len(shape))
-        if count(shape, axis) != self.k:
-            raise self.shape_error("input of shape %s has %d features per row; this layer was "
-                                   "built for %d" % (shape, count(shape, axis), self.k))
-        self.axis = axis
-        return [tuple(shape[:axis]) + (self.num_output,)]
+        self.axis = canonical_axis(self, self.axis_param, len(shape))
+        return [tuple(shape[:self.axis]) + (self.num_output,)]
 
     def weight_matrix(self):
         """The weights as (num_output, K), a view."""
