@@ -432,6 +432,11 @@ class Net:
     def layer_tops(self, index):
         return [self._blob_names[b] for b in self._top_ids[index]]
 
+    def layer_top_values(self, index):
+        """The arrays layer ``index`` wrote in the last forward pass (before any in-place layer
+        after it changed the blob of the same name)."""
+        return [self._values[b] for b in self._top_ids[index]]
+
     def flops(self):
         """Floating-point operations of one forward pass at the current shapes."""
         return sum(layer.flops() for layer in self._layers if not layer.is_input)
