@@ -1,0 +1,1 @@
+"""Reading Caffe files: net definitions (.prototxt) and weights (.caffemodel, .binaryproto)."""

@@ -1,0 +1,1 @@
+"""Python bindings of Caffe's protobuf schema (generated from proto/caffe.proto)."""
