@@ -1,8 +1,9 @@
 """How many threads caffelrp's kernels use.
 
-The Cython kernels take the count explicitly (OpenMP ``prange(num_threads=...)``); the GEMMs run in
-numpy's OpenBLAS, whose pool is resized through its C entry point where it can be found. The default
-is every core, or ``CAFFELRP_NUM_THREADS`` when set.
+The Cython kernels take the count explicitly (OpenMP ``prange(num_threads=...)``). The GEMM kernel
+calls scipy's OpenBLAS from each OpenMP thread, so that OpenBLAS must run single-threaded (one
+thread pool, not two fighting over the cores); numpy's OpenBLAS, used for the small remaining
+products, follows the chosen count. The default is every core, or ``CAFFELRP_NUM_THREADS``.
 """
 import ctypes
 import os
@@ -37,10 +38,18 @@ def _loaded_openblas_libraries():
     return sorted(p for p in paths if p.startswith("/"))
 
 
-def _set_blas_threads(n):
+def _is_gemm_blas(path):
+    """Is this the OpenBLAS behind scipy.linalg.cython_blas (the one the GEMM kernel calls)?"""
+    return "scipy.libs" in path or "/scipy/" in path
+
+
+def _set_blas_threads(n, gemm_blas=False):
+    """Resize numpy's OpenBLAS pool (or, with gemm_blas, scipy's) to n threads."""
     import numpy  # noqa: F401  (makes sure numpy's OpenBLAS is loaded before looking for it)
     done = False
     for path in _loaded_openblas_libraries():
+        if _is_gemm_blas(path) != gemm_blas:
+            continue
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -58,9 +67,24 @@ def _set_blas_threads(n):
 _num_threads = _default_threads()
 
 
+def make_gemm_blas_single_threaded():
+    """Called once the GEMM kernel (and with it scipy's OpenBLAS) is loaded."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    _set_blas_threads(1, gemm_blas=True)
+
+
 def get_num_threads():
     """The number of threads the kernels use."""
     return _num_threads
+
+
+# Below this many output values a kernel runs on one thread: waking the pool costs more than it saves.
+SMALL_WORK = 1 << 15
+
+
+def threads_for(work):
+    """Thread count for a kernel call producing ``work`` values."""
+    return 1 if work < SMALL_WORK else _num_threads
 
 
 def set_num_threads(n):

@@ -5,8 +5,9 @@ GEMM covers several images; the images are taken in chunks that bound the column
 """
 import numpy as np
 
+from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
-from ..threads import get_num_threads
+from ..threads import get_num_threads, threads_for
 from .base import Layer, register
 
 # Upper bound of one im2col matrix, in bytes (chunks of images are sized to stay below it).
@@ -148,7 +149,7 @@ class Convolution(_ConvBase):
             return channels_as_rows(x)
         oh, ow = g.conv_out(h, w)
         col = np.empty((c * g.kh * g.kw, n * oh * ow), dtype=np.float32)
-        im2col(x, *g.args(), oh, ow, col, get_num_threads())
+        im2col(x, *g.args(), oh, ow, col, threads_for(col.size))
         return col
 
     def _convolve(self, x):
@@ -160,14 +161,15 @@ class Convolution(_ConvBase):
         y = np.empty((n, o, oh * ow), dtype=np.float32)
         per_image = k * groups * oh * ow * 4
         chunk = max(1, COLUMN_BUDGET // max(per_image, 1))
+        threads = get_num_threads()
         for n0 in range(0, n, chunk):
             xs = x[n0:n0 + chunk]
             nb = xs.shape[0]
             col = self.columns(xs)
             out = y[n0] if nb == 1 else np.empty((o, nb * oh * ow), dtype=np.float32)
             for gi in range(groups):
-                np.matmul(weights[gi * og:(gi + 1) * og], col[gi * k:(gi + 1) * k],
-                          out=out[gi * og:(gi + 1) * og])
+                matmul(weights[gi * og:(gi + 1) * og], col[gi * k:(gi + 1) * k],
+                       out[gi * og:(gi + 1) * og], threads)
             if nb > 1:
                 y[n0:n0 + nb] = out.reshape(o, nb, oh * ow).transpose(1, 0, 2)
         if self.bias_term:
@@ -210,7 +212,8 @@ class Deconvolution(_ConvBase):
         col = np.empty((o * g.kh * g.kw, n * h * w), dtype=np.float32)
         for gi in range(groups):
             wg = self.blobs[0][gi * cg:(gi + 1) * cg].reshape(cg, rows)
-            np.matmul(wg.T, xcols[gi * cg:(gi + 1) * cg], out=col[gi * rows:(gi + 1) * rows])
+            matmul(wg.T, xcols[gi * cg:(gi + 1) * cg], col[gi * rows:(gi + 1) * rows],
+                   get_num_threads())
         y = np.empty((n, o, oh, ow), dtype=np.float32)
         # the deconvolution's input plays the role of a convolution's output of the same geometry
         col2im(col, n, o, oh, ow, *g.args(), h, w, y, get_num_threads())

@@ -1,6 +1,8 @@
 """InnerProduct (caffe-format.md §3.4): one GEMM over the flattened trailing axes."""
 import numpy as np
 
+from ..kernels.gemm import matmul
+from ..threads import get_num_threads
 from .base import Layer, canonical_axis, count, register
 
 
@@ -43,7 +45,8 @@ class InnerProduct(Layer):
     def forward(self, bottoms):
         x = bottoms[0]
         m = count(x.shape, 0, self.axis)
-        y = np.matmul(x.reshape(m, self.k), self.weight_matrix().T)
+        y = np.empty((m, self.num_output), dtype=np.float32)
+        matmul(x.reshape(m, self.k), self.weight_matrix().T, y, get_num_threads())
         if self.bias_term:
             y += self.blobs[1]
         return [y.reshape(x.shape[:self.axis] + (self.num_output,))]

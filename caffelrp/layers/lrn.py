@@ -3,7 +3,7 @@ import numpy as np
 
 from ..kernels.lrn import lrn_across_forward, lrn_within_forward
 from ..proto import caffe_pb2
-from ..threads import get_num_threads
+from ..threads import threads_for
 from .base import Layer, register
 
 ACROSS_CHANNELS = caffe_pb2.LRNParameter.ACROSS_CHANNELS
@@ -33,10 +33,10 @@ class LRN(Layer):
         self.scale = np.empty_like(x)  # kept for the backward passes
         if self.across_channels:
             lrn_across_forward(x, self.size, self.alpha, self.beta, self.k, y, self.scale,
-                               get_num_threads())
+                               threads_for(y.size))
         else:
             lrn_within_forward(x, self.size, self.alpha, self.beta, y, self.scale,
-                               get_num_threads())
+                               threads_for(y.size))
         return [y]
 
     def flops(self):

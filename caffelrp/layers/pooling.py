@@ -3,7 +3,7 @@ import numpy as np
 
 from ..kernels.pooling import ave_pool_forward, max_pool_forward, pooled_size
 from ..proto import caffe_pb2
-from ..threads import get_num_threads
+from ..threads import threads_for
 from .base import Layer, register
 
 MAX = caffe_pb2.PoolingParameter.MAX
@@ -89,10 +89,10 @@ class Pooling(Layer):
         y = np.empty((n, c, oh, ow), dtype=np.float32)
         if self.method == MAX:
             argmax = np.empty((n, c, oh, ow), dtype=np.int32)
-            max_pool_forward(x, *geometry, y, argmax, get_num_threads())
+            max_pool_forward(x, *geometry, y, argmax, threads_for(y.size))
             self.argmax = argmax  # kept for the backward passes
             return [y, argmax.astype(np.float32)] if len(self.param.top) == 2 else [y]
-        ave_pool_forward(x, *geometry, y, get_num_threads())
+        ave_pool_forward(x, *geometry, y, threads_for(y.size))
         return [y]
 
     def flops(self):
