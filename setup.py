@@ -63,8 +63,11 @@ setup(
     name="caffelrp",
     version=read_version(),
     description="Run Caffe 1.0 models on CPU without Caffe and compute gradients and LRP relevance",
-    packages=find_packages(include=["caffelrp", "caffelrp.*"]),
-    package_data={"caffelrp": ["proto/*.py"]},
+    # The bundled model definitions (models/) are installed as caffelrp/models.
+    packages=find_packages(include=["caffelrp", "caffelrp.*"]) + ["caffelrp.models"],
+    package_dir={"caffelrp.models": "models"},
+    package_data={"caffelrp": ["proto/*.py"],
+                  "caffelrp.models": ["*/*.prototxt", "*/*.caffemodel", "*/*.txt", "*/*.png"]},
     include_package_data=False,
     ext_modules=kernel_extensions(),
     python_requires=">=3.9",

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CaffeLRPError
-from .models import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
+from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
 from .net import Net
 from .preprocess import BVLC_MEAN_BGR, image_to_blob
 
