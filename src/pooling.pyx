@@ -32,20 +32,19 @@ def pooled_size(in_, k, pad, stride):
 
     Note: Caffe applies the clip to both axes when pad_h or pad_w is non-zero; since the clip can
     only fire on an axis whose own pad is non-zero (with pad 0 the last start is always < in),
-    the per-axis rule here is equivalent. Raises ValueError for invalid arguments or an output
-    size < 1 (which Caffe would reject as an invalid blob shape).
+    the per-axis rule here is equivalent.
+
+    The result can be <= 0 when the kernel does not fit (k > in + 2*pad); the caller must reject
+    that (Caffe fails on such a blob shape). Raises ValueError only for k < 1, stride < 1 or
+    pad < 0.
     """
     in_ = int(in_); k = int(k); pad = int(pad); stride = int(stride)
-    if k < 1 or stride < 1 or pad < 0 or in_ < 1:
-        raise ValueError("invalid pooling geometry: in=%d k=%d pad=%d stride=%d"
-                         % (in_, k, pad, stride))
+    if k < 1 or stride < 1 or pad < 0:
+        raise ValueError("invalid pooling geometry: k=%d pad=%d stride=%d" % (k, pad, stride))
     num = in_ + 2 * pad - k
     out = -((-num) // stride) + 1       # exact integer ceil division (also for num < 0)
     if pad > 0 and (out - 1) * stride >= in_ + pad:
         out -= 1
-    if out < 1:
-        raise ValueError("pooling output size %d < 1: in=%d k=%d pad=%d stride=%d"
-                         % (out, in_, k, pad, stride))
     return out
 
 
@@ -53,22 +52,20 @@ def conv_out_size(in_, k, pad, stride, dilation=1):
     """Caffe 1.0 convolution output size along one axis (caffe-format.md §3.1).
 
     ``out = (in + 2*pad - (dilation*(k-1) + 1)) / stride + 1`` with C++ integer division, i.e.
-    truncation toward zero (floor for the usual non-negative numerator). Raises ValueError for
-    invalid arguments or an output size < 1.
+    truncation toward zero (floor for the usual non-negative numerator; so e.g. in=2, k=3,
+    stride=2 gives 1, as in Caffe). The result can be <= 0 when the kernel does not fit; the
+    caller must reject that. Raises ValueError only for k < 1, stride < 1, pad < 0 or
+    dilation < 1.
     """
     in_ = int(in_); k = int(k); pad = int(pad); stride = int(stride); dilation = int(dilation)
-    if k < 1 or stride < 1 or pad < 0 or dilation < 1 or in_ < 1:
-        raise ValueError("invalid convolution geometry: in=%d k=%d pad=%d stride=%d dilation=%d"
-                         % (in_, k, pad, stride, dilation))
+    if k < 1 or stride < 1 or pad < 0 or dilation < 1:
+        raise ValueError("invalid convolution geometry: k=%d pad=%d stride=%d dilation=%d"
+                         % (k, pad, stride, dilation))
     num = in_ + 2 * pad - (dilation * (k - 1) + 1)
     q = abs(num) // stride
     if num < 0:
         q = -q
-    out = q + 1
-    if out < 1:
-        raise ValueError("convolution output size %d < 1: in=%d k=%d pad=%d stride=%d "
-                         "dilation=%d" % (out, in_, k, pad, stride, dilation))
-    return out
+    return q + 1
 
 
 cdef int _check_geometry(int kh, int kw, int ph, int pw, int sh, int sw) except -1:

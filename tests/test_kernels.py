@@ -186,13 +186,16 @@ def test_pooled_size_spec_examples():
 def test_pooled_size_matches_formula():
     for in_, k, pad, stride in itertools.product(range(1, 20), range(1, 6), range(0, 3),
                                                  range(1, 5)):
-        if pad >= k or in_ + 2 * pad < k:
+        if pad >= k:
             continue
+        # including kernels that do not fit (ceil of a negative ratio, as Caffe computes it)
         expect = ref_pooled(in_, k, pad, stride)
         assert k_pool.pooled_size(in_, k, pad, stride) == expect, (in_, k, pad, stride)
         # the last window starts on a real row when pad > 0
-        if pad > 0:
+        if pad > 0 and expect > 0:
             assert (expect - 1) * stride - pad < in_
+    assert k_pool.pooled_size(1, 2, 0, 2) == 1           # ceil(-0.5) + 1: window clipped
+    assert k_pool.pooled_size(1, 5, 0, 1) <= 0           # caller must reject
 
 
 def test_conv_out_size():
@@ -204,12 +207,10 @@ def test_conv_out_size():
     assert k_pool.conv_out_size(2, 3, 0, 2, 1) == 1    # (2-3)/2 truncates to 0 in C++
     for in_, k, pad, stride, dil in itertools.product(range(1, 15), range(1, 5), range(0, 3),
                                                       range(1, 4), range(1, 3)):
-        expect = ref_conv_out(in_, k, pad, stride, dil)
-        if expect < 1:
-            with pytest.raises(ValueError):
-                k_pool.conv_out_size(in_, k, pad, stride, dil)
-        else:
-            assert k_pool.conv_out_size(in_, k, pad, stride, dil) == expect
+        # also where the kernel does not fit (result <= 0: the caller rejects it)
+        assert k_pool.conv_out_size(in_, k, pad, stride, dil) == \
+            ref_conv_out(in_, k, pad, stride, dil)
+    assert k_pool.conv_out_size(1, 5, 0, 2, 1) <= 0
 
 
 def test_size_helpers_reject_bad_args():
