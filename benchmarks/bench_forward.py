@@ -6,7 +6,7 @@
 Weights are seeded random (He-scaled) files written to a temp folder in the format of the real zoo
 files. Every figure is the median of ``--repeats`` runs after one warm-up run; both libraries use all
 cores (the OpenCV thread count is set to caffelrp's). Peak memory of loading is measured in a fresh
-subprocess (ru_maxrss growth during the load), relative to the file size.
+subprocess (growth of its peak RSS, VmHWM, during the load), relative to the file size.
 """
 import argparse
 import json
@@ -32,15 +32,19 @@ MODELS = {
     "vgg16": ("vgg16", "v1"),
 }
 
+# VmHWM (this process image's peak RSS) rather than ru_maxrss, which Linux carries over from the
+# forked parent across exec.
 LOAD_PROBE = r"""
-import resource, sys, time, json
+import sys, time, json
 import caffelrp
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+before = peak()
 t = time.perf_counter()
 net = caffelrp.Net(sys.argv[1], sys.argv[2])
 elapsed = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": elapsed, "peak_growth_bytes": (after - before) * 1024}))
+print(json.dumps({"seconds": elapsed, "peak_growth_bytes": peak() - before}))
 """
 
 

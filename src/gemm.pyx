@@ -9,7 +9,7 @@ pool that just finished keeps spinning while the other one works.
 Row-major C = A @ B is computed as the column-major product C^T = B^T A^T, so no data moves.
 """
 from cython.parallel cimport prange
-from scipy.linalg.cython_blas cimport sgemm
+from scipy.linalg.cython_blas cimport sgemm, sgemv
 
 
 cdef inline void _gemm_rm(char transa, char transb, int m, int n, int k, const float* a, int lda,
@@ -18,6 +18,20 @@ cdef inline void _gemm_rm(char transa, char transb, int m, int n, int k, const f
     cdef float one = 1.0
     # column-major: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m)
     sgemm(&transb, &transa, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline void _gemv_rm(char tb, int n, int k, const float* b, int ldb, const float* x,
+                          int incx, float beta, float* y) noexcept nogil:
+    """Row-major y (1 x n) = x (1 x k) @ op(B) (k x n) + beta * y: one matrix-vector product."""
+    cdef float one = 1.0
+    cdef int inc1 = 1
+    cdef char trans
+    if tb == b't':   # B's columns are contiguous: the memory is B column-major (k x n)
+        trans = b't'
+        sgemv(&trans, &k, &n, &one, <float*>b, &ldb, <float*>x, &incx, &beta, y, &inc1)
+    else:            # B's rows are contiguous: the memory is B^T column-major (n x k)
+        trans = b'n'
+        sgemv(&trans, &n, &k, &one, <float*>b, &ldb, <float*>x, &incx, &beta, y, &inc1)
 
 
 def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_threads,
@@ -76,6 +90,16 @@ def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_thre
             _gemm_rm(ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
         return
     block = (extent + blocks - 1) // blocks
+    cdef int incx = lda if ta == b't' else 1
+    if m == 1:
+        # a single row (an inner product at batch 1): memory-bound, so matrix-vector products
+        for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+            start = i * block
+            size = min(block, extent - start)
+            if size > 0:
+                _gemv_rm(tb, size, k, pb + (start * ldb if tb == b't' else start), ldb, pa, incx,
+                         beta, pc + start)
+        return
     for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
         start = i * block
         size = min(block, extent - start)

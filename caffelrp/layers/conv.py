@@ -164,14 +164,14 @@ class Convolution(_ConvBase):
         threads = get_num_threads()
         for n0 in range(0, n, chunk):
             xs = x[n0:n0 + chunk]
-            nb = xs.shape[0]
             col = self.columns(xs)
-            out = y[n0] if nb == 1 else np.empty((o, nb * oh * ow), dtype=np.float32)
-            for gi in range(groups):
-                matmul(weights[gi * og:(gi + 1) * og], col[gi * k:(gi + 1) * k],
-                       out[gi * og:(gi + 1) * og], threads)
-            if nb > 1:
-                y[n0:n0 + nb] = out.reshape(o, nb, oh * ow).transpose(1, 0, 2)
+            # one GEMM per image and group, written straight into the output: image i's columns
+            # are col[:, i*OH*OW:(i+1)*OH*OW]
+            for i in range(xs.shape[0]):
+                cols = col[:, i * oh * ow:(i + 1) * oh * ow]
+                for gi in range(groups):
+                    matmul(weights[gi * og:(gi + 1) * og], cols[gi * k:(gi + 1) * k],
+                           y[n0 + i, gi * og:(gi + 1) * og], threads)
         if self.bias_term:
             y += self.blobs[1][None, :, None]
         return y.reshape(n, o, oh, ow)
