@@ -168,6 +168,17 @@ def _read_shape(r, end):
     return tuple(dims)
 
 
+def _read_packed(r, end, dtype, where):
+    """A packed run of floats or doubles, read straight into a new aligned array."""
+    n = r.length(end)
+    itemsize = np.dtype(dtype).itemsize
+    if n % itemsize:
+        r.fail("%s: packed data of %d bytes is not a multiple of %d" % (where, n, itemsize))
+    arr = np.empty(n // itemsize, dtype=dtype)
+    r.read_into(arr, where)
+    return arr
+
+
 def _read_blob(r, end, where):
     legacy_dims = {}
     shape = ()
@@ -182,21 +193,11 @@ def _read_blob(r, end, where):
             n = r.length(end)
             shape = _read_shape(r, r.pos + n)
         elif number == BLOB_DATA and wire_type == LENGTH_DELIMITED:
-            n = r.length(end)
-            if n % 4:
-                r.fail("%s: packed float data of %d bytes is not a multiple of 4" % (where, n))
-            arr = np.empty(n // 4, dtype="<f4")
-            r.read_into(arr, where)
-            chunks.append(arr)
+            chunks.append(_read_packed(r, end, "<f4", where))
         elif number == BLOB_DATA and wire_type == FIXED32:
             loose += r.read(4)
         elif number == BLOB_DOUBLE_DATA and wire_type == LENGTH_DELIMITED:
-            n = r.length(end)
-            if n % 8:
-                r.fail("%s: packed double data of %d bytes is not a multiple of 8" % (where, n))
-            arr = np.empty(n // 8, dtype="<f8")
-            r.read_into(arr, where)
-            double_chunks.append(arr)
+            double_chunks.append(_read_packed(r, end, "<f8", where))
         elif number == BLOB_DOUBLE_DATA and wire_type == FIXED64:
             loose_double += r.read(8)
         else:  # diff, double_diff and unknown fields: not needed for inference
