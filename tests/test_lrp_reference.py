@@ -1,0 +1,158 @@
+"""LRP relevance against the original LRP Toolbox (Caffe release) on ../shared/reference.
+
+Formula types 0 (epsilon), 2 (alpha-beta) and 100 (composite), both parameter settings of the
+public set (eps 1 / beta 0 and eps 0.01 / beta 1), class field -2 (top-5), smallnet and caffenet,
+images scooter10 and volcano2. The explained classes are taken from runs.json, as the reference
+README advises (the original ranks on softmax values that tie at 0), and passed as the target.
+"""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import caffelrp
+from caffelrp.attribution import relevance
+
+MODELS = ["smallnet", "caffenet"]
+IMAGES = ["scooter10", "volcano2"]
+TAGS = ["f0_eps1_beta0_aux0", "f0_eps0.01_beta1_aux0",
+        "f2_eps1_beta0_aux0", "f2_eps0.01_beta1_aux0",
+        "f100_eps1_beta0_aux0", "f100_eps0.01_beta1_aux0"]
+BOUND = 1e-3
+
+# CaffeNet only, whole image. The five reference images are landscape and padded to 227 rows by
+# REPEATING the first/last image row (README, preprocessing), so ~37 input rows are identical and
+# conv1 produces identical values down a column there. pool1 (MAX 3x3/2) then sees exact ties
+# (about 2100 of its 70k windows). The original breaks ties by the first maximum, as we do, but its
+# OpenBLAS sgemm does not give bit-identical results for identical im2col columns (blocking and
+# edge kernels), so some of its "ties" are decided by the last bit, differently from ours. Where
+# that happens, the whole relevance of a window goes to another conv1 unit, moving relevance
+# between input rows of the padded band. Total relevance agrees (per-layer sums to 1e-5).
+# Measured: f0 1.6e-2 - 1.8e-2, f2 1.4e-3 - 4.1e-3, f100 1.3e-3 - 6.4e-3. Outside the receptive
+# fields of the tied pool1 windows the error is ~1e-5, and that part is held to the 1e-3 bound
+# below (test_caffenet_outside_max_pool_ties).
+CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 1e-2, "f100": 1e-2}
+
+
+def load_generator(shared_reference):
+    spec = importlib.util.spec_from_file_location("caffemodel_gen",
+                                                  shared_reference / "caffemodel_gen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def reference_weights(shared_reference, tmp_path_factory):
+    """model name -> path of its seed-1 caffemodel, written once per session on demand."""
+    generator = load_generator(shared_reference)
+    folder = tmp_path_factory.mktemp("lrp_reference_weights")
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
+                                  .read_text())
+            path = folder / (model + ".caffemodel")
+            path.write_bytes(generator.net_param_bytes(manifest, 1))
+            cache[model] = path
+        return cache[model]
+    return get
+
+
+@pytest.fixture(scope="session")
+def nets(shared_reference, reference_weights):
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
+                                        reference_weights(model))
+        return cache[model]
+    return get
+
+
+def reference_case(shared_reference, model, image, tag):
+    folder = shared_reference / "expected" / model / image
+    x = np.load(folder / "input.npy")[None]
+    run = json.loads((folder / "runs.json").read_text())["runs"][tag]
+    expected = np.load(folder / "relevance.npz")[tag].astype(np.float64)
+    return x, run, expected
+
+
+def run_ours(net, x, run):
+    assert run["classindstype"] == -2
+    out, classes = relevance(net, x, rule=run["relpropformulatype"], eps=run["epsstab"],
+                             beta=run["alphabeta_beta"], target=run["explained_classes"],
+                             return_classes=True)
+    return out, classes
+
+
+def rel_err(actual, expected):
+    return np.linalg.norm(actual.astype(np.float64) - expected) / np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("model", MODELS)
+def test_relevance_matches_original(shared_reference, nets, model, image, tag):
+    x, run, expected = reference_case(shared_reference, model, image, tag)
+    out, classes = run_ours(nets(model), x, run)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert [int(c) for c in classes[0]] == run["explained_classes"]
+    bound = CAFFENET_TIE_BOUND[tag.split("_")[0]] if model == "caffenet" else BOUND
+    assert rel_err(out[0], expected) <= bound
+    # the per-layer relevance sums (logged by the original) agree much more tightly
+    assert abs(out.sum() / run["relevance_sum"] - 1) <= 1e-4
+
+
+def tied_rows(net):
+    """Input rows inside the receptive field of a pool1 window whose positive max is tied."""
+    pool, conv = net._layers[2], net._layers[0]
+    assert (pool.type, conv.type) == ("Pooling", "Convolution")
+    xb = net._values[net._bottom_ids[2][0]][0]
+    (kh, kw), (oh, ow) = pool.window(*xb.shape[1:])
+    sh, sw = pool.stride
+    conv_rows = set()
+    for i in range(oh):
+        for j in range(ow):
+            w = xb[:, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(xb.shape[0], -1)
+            m = w.max(axis=1, keepdims=True)
+            tied = ((w == m).sum(axis=1) > 1) & (m[:, 0] > 0)
+            if tied.any():
+                conv_rows.update(range(i * sh, min(i * sh + kh, xb.shape[1])))
+    g = conv.geometry
+    rows = set()
+    for r in conv_rows:
+        rows.update(range(max(r * g.sh - g.ph, 0), r * g.sh - g.ph + g.kh))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_caffenet_outside_max_pool_ties(shared_reference, nets, image, tag):
+    net = nets("caffenet")
+    x, run, expected = reference_case(shared_reference, "caffenet", image, tag)
+    out, _ = run_ours(net, x, run)
+    rows = tied_rows(net)
+    keep = np.ones(x.shape[2], dtype=bool)
+    keep[[r for r in rows if r < x.shape[2]]] = False
+    assert 0 < keep.sum() < x.shape[2]
+    assert rel_err(out[0][:, keep], expected[:, keep]) <= BOUND
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_default_top5_uses_softmax_ranking(shared_reference, nets, model):
+    """Without an explicit target the top-5 softmax classes are explained; where the 5th and 6th
+    probabilities are not tied this is the original's choice."""
+    for image in IMAGES:
+        x, run, expected = reference_case(shared_reference, model, image, "f100_eps1_beta0_aux0")
+        out, classes = relevance(nets(model), x, rule=100, eps=1.0, beta=0.0, target="top5",
+                                 return_classes=True)
+        data = json.loads((shared_reference / "expected" / model / image / "runs.json")
+                          .read_text())
+        if data["prob_5th_equals_6th"]:
+            assert len(classes[0]) == 5
+            continue
+        assert [int(c) for c in classes[0]] == run["explained_classes"]

@@ -1,0 +1,240 @@
+"""caffelrp.rules against an independent float64 numpy implementation of the original's formulas.
+
+The reference forms every product z_ij = x_i w_ij explicitly (spec 2.2, "ABslow" style):
+epsilon  R_i = sum_j z_ij * s_j,  s_j = R_j / (z_j + eps sign(z_j)), s_j = R_j if z_j == 0,
+         z_j = sum_i z_ij + b_j;
+alpha-beta (alpha = 1 + beta)
+         R_i = sum_j alpha z+_ij R_j / z+_j - beta z-_ij R_j / z-_j,
+         z+_j = sum_i z+_ij + b+_j, z-_j = sum_i z-_ij + b-_j, terms with z+_j <= 0 / z-_j >= 0 drop.
+"""
+import numpy as np
+import pytest
+
+from caffelrp.composites import COMPOSITES, rule_for
+from caffelrp.rules import AlphaBeta, Epsilon, alpha_beta, epsilon
+
+
+# ------------------------------------------------------------------ float64 reference
+def ref_dense_products(a, W):
+    """z[n, i, j] = a[n, i] * W[j, i]."""
+    return a[:, :, None] * W.T[None, :, :]
+
+
+def ref_from_products(z, b, R, rule, eps=0.0, beta=0.0):
+    """z (N, I, J) products, b (J,), R (N, J) -> (N, I)."""
+    if rule == "epsilon":
+        zj = z.sum(axis=1) + b
+        sign = np.where(zj > 0, 1.0, np.where(zj < 0, -1.0, 0.0))
+        s = np.where(zj == 0, R, R / np.where(zj == 0, 1.0, zj + eps * sign))
+        return (z * s[:, None, :]).sum(axis=2)
+    alpha = 1.0 + beta
+    zp, zn = np.maximum(z, 0), np.minimum(z, 0)
+    zpj = zp.sum(axis=1) + np.maximum(b, 0)
+    znj = zn.sum(axis=1) + np.minimum(b, 0)
+    sp = np.where(zpj > 0, R / np.where(zpj > 0, zpj, 1.0), 0.0)
+    sn = np.where(znj < 0, R / np.where(znj < 0, znj, -1.0), 0.0)
+    return (alpha * zp * sp[:, None, :] - beta * zn * sn[:, None, :]).sum(axis=2)
+
+
+def ref_dense(a, W, b, R, rule, eps=0.0, beta=0.0):
+    return ref_from_products(ref_dense_products(a, W), b, R, rule, eps, beta)
+
+
+def ref_conv(x, W, b, R, pad, stride, group, rule, eps=0.0, beta=0.0):
+    """Loops over output positions; every window is one small dense layer (per group)."""
+    n, c, h, w = x.shape
+    o, cg, kh, kw = W.shape
+    og = o // group
+    _, _, oh, ow = R.shape
+    xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
+    xp[:, :, pad:pad + h, pad:pad + w] = x
+    out = np.zeros_like(xp)
+    for g in range(group):
+        Wg = W[g * og:(g + 1) * og].reshape(og, -1)
+        bg = b[g * og:(g + 1) * og]
+        for i in range(oh):
+            for j in range(ow):
+                hs, ws = i * stride, j * stride
+                patch = xp[:, g * cg:(g + 1) * cg, hs:hs + kh, ws:ws + kw]
+                r_in = ref_dense(patch.reshape(n, -1), Wg, bg, R[:, g * og:(g + 1) * og, i, j],
+                                 rule, eps, beta)
+                out[:, g * cg:(g + 1) * cg, hs:hs + kh, ws:ws + kw] += r_in.reshape(patch.shape)
+    return out[:, :, pad:pad + h, pad:pad + w]
+
+
+def conv_forward(x, W, b, pad, stride, group):
+    n, c, h, w = x.shape
+    o, cg, kh, kw = W.shape
+    og = o // group
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    y = np.zeros((n, o, oh, ow))
+    for g in range(group):
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * stride:i * stride + kh,
+                           j * stride:j * stride + kw].reshape(n, -1)
+                y[:, g * og:(g + 1) * og, i, j] = patch @ W[g * og:(g + 1) * og].reshape(og, -1).T
+    return y + b[None, :, None, None]
+
+
+def make_rule(name, eps, beta):
+    return epsilon(eps) if name == "epsilon" else alpha_beta(beta=beta)
+
+
+def close(actual, expected, rtol=1e-4):
+    scale = np.abs(expected).max()
+    return np.abs(actual.astype(np.float64) - expected).max() <= rtol * scale
+
+
+def f32(a):
+    return a.astype(np.float32)
+
+
+CASES = [("epsilon", 1.0, 0.0), ("epsilon", 0.01, 0.0), ("alpha_beta", 0.0, 0.0),
+         ("alpha_beta", 0.0, 1.0), ("alpha_beta", 0.0, 2.5)]
+
+
+# ------------------------------------------------------------------------ dense layer
+@pytest.mark.parametrize("name,eps,beta", CASES)
+def test_dense_matches_float64_reference(name, eps, beta):
+    rng = np.random.default_rng(1)
+    a = f32(np.maximum(rng.standard_normal((3, 20)), -0.3))   # mixed signs, mostly positive
+    W, b, R = f32(rng.standard_normal((7, 20))), f32(rng.standard_normal(7)), f32(
+        rng.standard_normal((3, 7)))
+    got = make_rule(name, eps, beta).dense(a, W, b, R)
+    want = ref_dense(a.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
+                     R.astype(np.float64), name, eps, beta)
+    assert got.dtype == np.float32 and got.shape == a.shape
+    assert close(got, want)
+
+
+def test_dense_epsilon_zero_preactivation_passes_relevance_undivided():
+    a = np.array([[1.0, -1.0]], dtype=np.float32)
+    W = np.array([[2.0, 2.0], [1.0, 0.0]], dtype=np.float32)   # z_0 = 0, z_1 = 1
+    b = np.zeros(2, dtype=np.float32)
+    R = np.array([[3.0, 4.0]], dtype=np.float32)
+    got = epsilon(0.5).dense(a, W, b, R)
+    # unit 0: s = R undivided = 3 -> x_i w_i0 * 3 = (6, -6); unit 1: s = 4 / 1.5 -> (8/3, 0)
+    np.testing.assert_allclose(got, [[6 + 8 / 3, -6]], rtol=1e-6)
+
+
+def test_dense_epsilon_bias_in_denominator():
+    a = np.array([[2.0]], dtype=np.float32)
+    W = np.array([[1.0]], dtype=np.float32)
+    b = np.array([-5.0], dtype=np.float32)                      # z = -3 -> denominator -3 - eps
+    R = np.array([[1.0]], dtype=np.float32)
+    np.testing.assert_allclose(epsilon(1.0).dense(a, W, b, R), [[2.0 / -4.0]], rtol=1e-6)
+
+
+def test_alpha_beta_bias_absorbs_its_share():
+    a = np.array([[1.0, 2.0]], dtype=np.float32)
+    W = np.array([[1.0, -1.0]], dtype=np.float32)               # products +1, -2
+    b = np.array([1.0], dtype=np.float32)                       # z+ = 2, z- = -2
+    R = np.array([[4.0]], dtype=np.float32)
+    got = alpha_beta(beta=1.0).dense(a, W, b, R)
+    np.testing.assert_allclose(got, [[2 * 1 * 4 / 2, -1 * (-2) * 4 / -2]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 3.0])
+def test_dense_alpha_beta_conserves_without_bias(beta):
+    rng = np.random.default_rng(2)
+    a = f32(rng.standard_normal((4, 50)))
+    W = f32(rng.standard_normal((9, 50)))
+    R = f32(rng.standard_normal((4, 9)))
+    got = alpha_beta(beta=beta).dense(a, W, np.zeros(9, np.float32), R)
+    # every unit has positive and negative products, so alpha - beta = 1 of R_j is distributed
+    np.testing.assert_allclose(got.sum(axis=1, dtype=np.float64), R.sum(axis=1), rtol=1e-4)
+
+
+def test_dense_epsilon_conserves_with_tiny_eps_and_no_bias():
+    rng = np.random.default_rng(3)
+    a = f32(np.abs(rng.standard_normal((4, 30))))
+    W = f32(rng.standard_normal((6, 30)))
+    R = f32(rng.standard_normal((4, 6)))
+    got = epsilon(1e-9).dense(a, W, None, R)
+    np.testing.assert_allclose(got.sum(axis=1, dtype=np.float64), R.sum(axis=1), rtol=1e-4)
+
+
+# ------------------------------------------------------------------------- convolution
+CONV_SHAPES = [  # (C, H, W, O, k, pad, stride, group)
+    (3, 9, 8, 4, 3, 1, 1, 1),
+    (4, 11, 11, 6, 5, 2, 2, 2),
+    (2, 7, 7, 3, 3, 0, 2, 1),
+]
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+@pytest.mark.parametrize("name,eps,beta", CASES)
+def test_conv_matches_float64_reference(shape, name, eps, beta):
+    c, h, w, o, k, pad, stride, group = shape
+    rng = np.random.default_rng(4)
+    x = f32(rng.standard_normal((2, c, h, w)))
+    W = f32(rng.standard_normal((o, c // group, k, k)))
+    b = f32(rng.standard_normal(o) * 0.5)
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    R = f32(rng.standard_normal((2, o, oh, ow)))
+    geometry = (k, k, pad, pad, stride, stride, 1, 1)
+    got = make_rule(name, eps, beta).conv(x, W, b, R, geometry, group)
+    want = ref_conv(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
+                    R.astype(np.float64), pad, stride, group, name, eps, beta)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert close(got, want)
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv_epsilon_conserves_with_tiny_eps_and_no_bias(shape):
+    c, h, w, o, k, pad, stride, group = shape
+    rng = np.random.default_rng(5)
+    x = f32(np.abs(rng.standard_normal((1, c, h, w))) + 0.1)
+    W = f32(rng.standard_normal((o, c // group, k, k)))
+    b = np.zeros(o, np.float32)
+    z = conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), pad,
+                     stride, group)
+    R = f32(z)      # relevance = the output itself (well-conditioned, z_j != 0)
+    got = epsilon(1e-9).conv(x, W, b, R, (k, k, pad, pad, stride, stride, 1, 1), group)
+    # padding contributes nothing (x = 0 there), so the input receives all of sum R
+    np.testing.assert_allclose(got.sum(dtype=np.float64), R.sum(dtype=np.float64), rtol=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv_alpha_beta_conserves_without_bias(shape, beta):
+    c, h, w, o, k, pad, stride, group = shape
+    rng = np.random.default_rng(6)
+    x = f32(np.abs(rng.standard_normal((1, c, h, w))) + 0.1)
+    W = f32(rng.standard_normal((o, c // group, k, k)))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    R = f32(np.abs(rng.standard_normal((1, o, oh, ow))))
+    got = alpha_beta(beta=beta).conv(x, W, None, R, (k, k, pad, pad, stride, stride, 1, 1),
+                                     group)
+    # x > 0, so z+ / z- are the convolutions with W+ / W-; every window needs both signs
+    x64 = x.astype(np.float64)
+    zp = conv_forward(x64, np.maximum(W, 0).astype(np.float64), np.zeros(o), pad, stride, group)
+    zn = conv_forward(x64, np.minimum(W, 0).astype(np.float64), np.zeros(o), pad, stride, group)
+    assert (zp > 0).all() and (zn < 0).all(), "test data: every window needs both signs"
+    np.testing.assert_allclose(got.sum(dtype=np.float64), R.sum(dtype=np.float64), rtol=1e-4)
+
+
+# ------------------------------------------------------------------ rule objects, table
+def test_rule_parameters():
+    assert isinstance(epsilon(0.5), Epsilon)
+    ab = alpha_beta(beta=1.0)
+    assert isinstance(ab, AlphaBeta) and ab.alpha == 2 and ab.beta == 1
+    assert alpha_beta(2.0, 1.0).alpha == 2
+    with pytest.raises(ValueError):
+        alpha_beta(1.0, 1.0)           # the original has alpha = 1 + beta
+    with pytest.raises(ValueError):
+        alpha_beta(beta=-0.5)
+
+
+def test_composite_table():
+    assert set(COMPOSITES) == {0, 2, 100}
+    assert isinstance(rule_for(0, "Convolution", eps=0.1), Epsilon)
+    assert isinstance(rule_for(0, "InnerProduct"), Epsilon)
+    assert isinstance(rule_for(2, "Convolution"), AlphaBeta)
+    assert isinstance(rule_for(2, "InnerProduct"), AlphaBeta)
+    assert isinstance(rule_for(100, "Convolution", beta=1), AlphaBeta)
+    assert isinstance(rule_for(100, "InnerProduct", eps=1), Epsilon)
+    with pytest.raises(ValueError):
+        rule_for(102, "Convolution")
