@@ -156,3 +156,25 @@ def test_default_top5_uses_softmax_ranking(shared_reference, nets, model):
             assert len(classes[0]) == 5
             continue
         assert [int(c) for c in classes[0]] == run["explained_classes"]
+
+
+CLASS_TAGS = {"smallnet": ["f0_eps1_beta0_aux0_clsm1", "f2_eps1_beta0_aux0_clsm1",
+                           "f100_eps1_beta0_aux0_clsm1", "f0_eps1_beta0_aux0_cls3",
+                           "f2_eps1_beta0_aux0_cls3", "f100_eps1_beta0_aux0_cls3"],
+              "caffenet": ["f0_eps1_beta0_aux0_clsm1", "f2_eps1_beta0_aux0_clsm1",
+                           "f100_eps1_beta0_aux0_clsm1", "f0_eps1_beta0_aux0_cls42",
+                           "f2_eps1_beta0_aux0_cls42", "f100_eps1_beta0_aux0_cls42"]}
+
+
+@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("model,tag", [(m, t) for m in MODELS for t in CLASS_TAGS[m]])
+def test_top1_and_fixed_class(shared_reference, nets, model, image, tag):
+    """Class field -1 (top-1 by softmax) and k >= 0, given as target='top1' / target=k."""
+    x, run, expected = reference_case(shared_reference, model, image, tag)
+    suffix = tag.rsplit("_", 1)[1]
+    target = "top1" if suffix == "clsm1" else int(suffix[3:])
+    out, classes = relevance(nets(model), x, rule=run["relpropformulatype"], eps=run["epsstab"],
+                             beta=run["alphabeta_beta"], target=target, return_classes=True)
+    assert [int(c) for c in classes[0]] == run["explained_classes"]
+    bound = CAFFENET_TIE_BOUND[tag.split("_")[0]] if model == "caffenet" else BOUND
+    assert rel_err(out[0], expected) <= bound

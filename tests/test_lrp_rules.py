@@ -238,3 +238,80 @@ def test_composite_table():
     assert isinstance(rule_for(100, "InnerProduct", eps=1), Epsilon)
     with pytest.raises(ValueError):
         rule_for(102, "Convolution")
+
+
+# ------------------------------------------- a small net: implicit Split, Concat, pooling
+def test_split_sums_and_concat_slices(tmp_path):
+    """data feeds two convolutions (Caffe inserts a Split), their outputs are concatenated, max
+    pooled and fed to an inner product. The pass is recomposed here from the float64 rules."""
+    from netutil import layer, make_net, randomize
+
+    from caffelrp.attribution import relevance
+
+    body = (layer("ca", "Convolution", "data", "ca",
+                  "convolution_param { num_output: 2 kernel_size: 1 }")
+            + layer("ra", "ReLU", "ca", "ca")
+            + layer("cb", "Convolution", "data", "cb",
+                    "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }")
+            + layer("rb", "ReLU", "cb", "cb")
+            + layer("cat", "Concat", ["ca", "cb"], "cat")
+            + layer("pool", "Pooling", "cat", "pool",
+                    "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+            + layer("ip", "InnerProduct", "pool", "ip", "inner_product_param { num_output: 4 }"))
+    net = make_net(tmp_path, body, input_shape=(1, 3, 6, 6))
+    assert "Split" in [t for _, t in net.layers]
+    p = randomize(net, seed=7)
+    x = f32(np.random.default_rng(8).standard_normal((1, 3, 6, 6)))
+    eps = 0.01
+    got = relevance(net, x, rule=0, eps=eps, target=[1])
+
+    x64 = x.astype(np.float64)
+    za = conv_forward(x64, p["ca"][0], p["ca"][1], 0, 1, 1)
+    zb = conv_forward(x64, p["cb"][0], p["cb"][1], 1, 1, 1)
+    cat = np.concatenate([np.maximum(za, 0), np.maximum(zb, 0)], axis=1)       # (1, 5, 6, 6)
+    windows = cat.reshape(1, 5, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(1, 5, 3, 3, 4)
+    pooled = windows.max(axis=-1)
+    logits = pooled.reshape(1, -1) @ p["ip"][0].T + p["ip"][1]
+    r_top = np.zeros((1, 4))
+    r_top[0, 1] = logits[0, 1]
+    r_pool = ref_dense(pooled.reshape(1, -1), p["ip"][0], p["ip"][1], r_top, "epsilon", eps)
+    r_windows = np.zeros_like(windows)
+    first = windows.argmax(axis=-1)
+    np.put_along_axis(r_windows, first[..., None], r_pool.reshape(1, 5, 3, 3)[..., None], -1)
+    r_cat = r_windows.reshape(1, 5, 3, 3, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(1, 5, 6, 6)
+    want = (ref_conv(x64, p["ca"][0], p["ca"][1], r_cat[:, :2], 0, 1, 1, "epsilon", eps)
+            + ref_conv(x64, p["cb"][0], p["cb"][1], r_cat[:, 2:], 1, 1, 1, "epsilon", eps))
+    assert close(got, want)
+
+
+def test_batch_targets_per_image(tmp_path):
+    """A batch gives each image its own explanation, equal to running the images one by one."""
+    from netutil import layer, make_net, randomize
+
+    from caffelrp.attribution import relevance
+
+    body = (layer("c", "Convolution", "data", "c",
+                  "convolution_param { num_output: 4 kernel_size: 3 }")
+            + layer("r", "ReLU", "c", "c")
+            + layer("pool", "Pooling", "c", "pool",
+                    "pooling_param { pool: AVE kernel_size: 2 stride: 2 }")
+            + layer("ip", "InnerProduct", "pool", "ip", "inner_product_param { num_output: 6 }")
+            + layer("prob", "Softmax", "ip", "prob"))
+    net = make_net(tmp_path, body, input_shape=(3, 2, 8, 8))
+    randomize(net, seed=9, scale=0.3)
+    x = f32(np.random.default_rng(10).standard_normal((3, 2, 8, 8)))
+    batch, classes = relevance(net, x, rule=100, eps=0.5, beta=1.0, target="top5",
+                               return_classes=True)
+    probs = net.forward(x)["prob"]
+    for i in range(3):
+        assert list(classes[i]) == list(np.argsort(-probs[i], kind="stable")[:5])
+        net_single = make_net(tmp_path, body, input_shape=(1, 2, 8, 8), filename="one.prototxt")
+        for name, blobs in net.params.items():
+            for dst, src in zip(net_single.params[name], blobs):
+                dst[...] = src
+        single = relevance(net_single, x[i:i + 1], rule=100, eps=0.5, beta=1.0,
+                           target=[int(c) for c in classes[i]])
+        np.testing.assert_allclose(batch[i], single[0], rtol=1e-5,
+                                   atol=1e-6 * np.abs(single).max())
+    top1 = relevance(net, x, rule=0, eps=0.5, target="top1", return_classes=True)[1]
+    assert [c for (c,) in top1] == list(np.argmax(probs, axis=1))
