@@ -19,6 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
+from .attribution.lrp import relevance as _lrp_relevance
 from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import read_net_prototxt
@@ -397,6 +398,19 @@ class Net:
                 values[bid] = out
         self._values = values
         return {name: values[self._latest[name]] for name in self.outputs}
+
+    def relevance(self, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
+                  start="highest-ip"):
+        """LRP relevance of the input pixels, float32 (N, C, H, W), as the LRP Toolbox computes it.
+
+        ``rule`` is the original's ``relpropformulatype`` (0 epsilon, 2 alpha-beta, 100 composite
+        so far); ``eps``, ``beta`` and ``switch_layer`` are its ``epsstab``, ``alphabeta_beta`` and
+        ``auxiliaryvariable_maxlayerindexforflatdistinconv``; ``target`` is "top5", "top1", a class
+        index or one entry per image; ``start`` is "highest-ip", "below-softmax" or a layer index.
+        See ``caffelrp.attribution.lrp``.
+        """
+        return _lrp_relevance(self, x, rule=rule, eps=eps, beta=beta, switch_layer=switch_layer,
+                              target=target, start=start)
 
     # -- introspection -------------------------------------------------------------------------
     @property

@@ -315,3 +315,20 @@ def test_batch_targets_per_image(tmp_path):
                                    atol=1e-6 * np.abs(single).max())
     top1 = relevance(net, x, rule=0, eps=0.5, target="top1", return_classes=True)[1]
     assert [c for (c,) in top1] == list(np.argmax(probs, axis=1))
+
+
+def test_net_relevance_method_is_the_attribution_driver(tmp_path):
+    """``Net.relevance`` is the documented entry point; it must give what the driver gives."""
+    import caffelrp.attribution.lrp as lrp
+    from netutil import layer, make_net, randomize
+    body = (layer("conv", "Convolution", params="convolution_param { num_output: 4 kernel_size: 3 }")
+            + layer("relu", "ReLU", bottom="conv", top="conv")
+            + layer("fc", "InnerProduct", bottom="conv", params="inner_product_param { num_output: 6 }")
+            + layer("prob", "Softmax", bottom="fc"))
+    net = make_net(tmp_path, body, (2, 3, 7, 7))
+    randomize(net, seed=5)
+    x = np.random.default_rng(6).standard_normal((2, 3, 7, 7)).astype(np.float32)
+    via_method = net.relevance(x, rule=100, eps=0.5, beta=1.0, target="top1")
+    via_driver = lrp.relevance(net, x, rule=100, eps=0.5, beta=1.0, target="top1")
+    np.testing.assert_array_equal(via_method, via_driver)
+    assert via_method.shape == x.shape and via_method.dtype == np.float32
