@@ -1,0 +1,85 @@
+"""LRP relevance passes next to the forward pass alone, and the original's per-image times.
+
+    python benchmarks/bench_lrp.py [--repeats 5] [--models caffenet googlenet vgg16]
+                                   [--rules 100 2] [--batches 1 8] [--write FILE]
+
+Seeded random (He-scaled) weights, random inputs; medians of ``--repeats`` runs after a warm-up,
+all in one process. The original's times (TIMINGS.md, batch 1, forward + backward of the clean pass)
+are quoted next to ours per image.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import caffelrp  # noqa: E402
+from bench_forward import MODELS, random_layers  # noqa: E402
+from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
+
+# ../shared/reference/TIMINGS.md, clean pass, median fwd + bwd seconds per image (batch 1)
+ORIGINAL = {("caffenet", 100): 0.043 + 0.169, ("caffenet", 2): 0.043 + 0.873,
+            ("googlenet", 100): 0.088 + 0.409, ("googlenet", 2): 0.088 + 0.434,
+            ("vgg16", 100): 0.352 + 2.483, ("vgg16", 2): 0.342 + 3.832}
+
+
+def median_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--rules", nargs="+", type=int, default=[100, 2])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write")
+    args = parser.parse_args()
+    import tempfile
+    lines = ["## LRP relevance (issue 3)", "",
+             "Command: `python benchmarks/bench_lrp.py %s` (threads: %d; medians)." % (
+                 " ".join(sys.argv[1:]), caffelrp.get_num_threads()), "",
+             "| model | batch | rule | forward s | forward + relevance s | ratio | per image s "
+             "| original per image s | speed-up vs original |", "|---|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as folder:
+        for key in args.models:
+            directory, fmt = MODELS[key]
+            prototxt = REPO / "models" / directory / "deploy.prototxt"
+            weights = Path(folder) / (key + ".caffemodel")
+            write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
+            net = caffelrp.Net(prototxt, weights)
+            for batch in args.batches:
+                c, h, w = net.blob_shapes[net.inputs[0]][1:]
+                x = np.random.default_rng(batch).uniform(-120, 130, (batch, c, h, w)).astype(
+                    np.float32)
+                t_fwd = median_time(lambda: net.forward(x), args.repeats)
+                for rule in args.rules:
+                    t_rel = median_time(lambda: net.relevance(x, rule=rule, eps=1.0, beta=0.0),
+                                        args.repeats)
+                    per_image = t_rel / batch
+                    orig = ORIGINAL.get((key, rule))
+                    row = "| %s | %d | %d | %.4f | %.4f | %.2f | %.4f | %s | %s |" % (
+                        key, batch, rule, t_fwd, t_rel, t_rel / t_fwd, per_image,
+                        "%.3f" % orig if orig else "-", "%.1fx" % (orig / per_image) if orig
+                        else "-")
+                    lines.append(row)
+                    print(row, flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
