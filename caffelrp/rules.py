@@ -45,6 +45,10 @@ class Rule:
         """Relevance (K, P) of the column entries X (K, P) for W (O, K), b (O,)|None, R (O, P)."""
         raise NotImplementedError
 
+    def conv_columns(self, X, W, b, R, spatial):
+        """``columns`` for one group of a convolution; ``spatial`` = kh * kw."""
+        return self.columns(X, W, b, R)
+
     # -- the two layer shapes ---------------------------------------------------------------
     def dense(self, a, W, b, R):
         """Inner product: a (N, K) inputs, W (O, K), b (O,) or None, R (N, O) -> (N, K)."""
@@ -72,9 +76,9 @@ class Rule:
             r_i = R[i].reshape(o, oh * ow)
             for g in range(group):
                 bg = None if b is None else b[g * og:(g + 1) * og]
-                rel[g * k:(g + 1) * k] = self.columns(col[g * k:(g + 1) * k],
-                                                      weights[g * og:(g + 1) * og], bg,
-                                                      r_i[g * og:(g + 1) * og])
+                rel[g * k:(g + 1) * k] = self.conv_columns(col[g * k:(g + 1) * k],
+                                                           weights[g * og:(g + 1) * og], bg,
+                                                           r_i[g * og:(g + 1) * og], kh * kw)
             col2im(rel, 1, c, h, w, *geometry, oh, ow, out[i:i + 1], threads)
         return out
 
@@ -132,6 +136,71 @@ class AlphaBeta(Rule):
 
     def __repr__(self):
         return "alpha_beta(alpha=%g, beta=%g)" % (self.alpha, self.beta)
+
+
+class Flat(Rule):
+    """Flat rule (spec 2.2 FLATip / FLATconv); no input data, no bias.
+
+    InnerProduct: R_i = (1/K) sum_j R_j (K inputs; conservative).
+    Convolution: the transposed convolution with every weight 1/(kh*kw) (spatial kernel size
+    only), R_i = sum_{j : i in RF(j)} R_j / (kh*kw) -- multiplies the total by C_in/group, as in
+    the original.
+    """
+    name = "flat"
+
+    def columns(self, X, W, b, R):
+        return self._uniform(X, R, W.shape[1])
+
+    def conv_columns(self, X, W, b, R, spatial):
+        return self._uniform(X, R, spatial)
+
+    @staticmethod
+    def _uniform(X, R, denom):
+        col = (R.sum(axis=0, dtype=np.float32) / np.float32(denom)).astype(np.float32)
+        return np.ascontiguousarray(np.broadcast_to(col[None, :], X.shape), dtype=np.float32)
+
+    def __repr__(self):
+        return "flat"
+
+
+class WSquare(Rule):
+    """w^2 rule (spec 2.2 WSQip / WSQconv): R_i = sum_j w_ij^2 / (sum_k w_kj^2) R_j, the sum over
+    the whole kernel of output j (padding entries included); rows with sum <= 0 give nothing.
+    No input data, no bias."""
+    name = "w_square"
+
+    def columns(self, X, W, b, R):
+        w2 = _f32(W * W)
+        denom = w2.sum(axis=1, dtype=np.float32)
+        s = np.where(denom[:, None] > 0, R / np.where(denom > 0, denom, 1)[:, None], 0)
+        return _mm(w2.T, _f32(s))
+
+    def __repr__(self):
+        return "w_square"
+
+
+class Backprojection(Rule):
+    """R_i = sum_j w_ij R_j: the transposed linear map, no input, no bias, no normalisation.
+    The original's DECONV (types 26, 166) and the gradient of a linear layer (types 11, 99)."""
+    name = "backprojection"
+
+    def columns(self, X, W, b, R):
+        return _mm(_f32(W.T), R)
+
+    def __repr__(self):
+        return "backprojection"
+
+
+def flat():
+    return Flat()
+
+
+def w_square():
+    return WSquare()
+
+
+def backprojection():
+    return Backprojection()
 
 
 def epsilon(eps):

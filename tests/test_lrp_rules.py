@@ -10,8 +10,11 @@ alpha-beta (alpha = 1 + beta)
 import numpy as np
 import pytest
 
-from caffelrp.composites import COMPOSITES, rule_for
-from caffelrp.rules import AlphaBeta, Epsilon, alpha_beta, epsilon
+from caffelrp.attribution import relevance
+from caffelrp.composites import COMPOSITES, behaviour, rule_for
+from caffelrp.rules import (AlphaBeta, Backprojection, Epsilon, Flat, WSquare, alpha_beta,
+                            backprojection, epsilon, flat, w_square)
+from netutil import layer
 
 
 # ------------------------------------------------------------------ float64 reference
@@ -229,7 +232,7 @@ def test_rule_parameters():
 
 
 def test_composite_table():
-    assert set(COMPOSITES) == {0, 2, 100}
+    assert set(COMPOSITES) == {0, 2, 100, 102, 104, 114, 54, 56, 58, 60, 22, 11, 99, 26, 166}
     assert isinstance(rule_for(0, "Convolution", eps=0.1), Epsilon)
     assert isinstance(rule_for(0, "InnerProduct"), Epsilon)
     assert isinstance(rule_for(2, "Convolution"), AlphaBeta)
@@ -237,7 +240,126 @@ def test_composite_table():
     assert isinstance(rule_for(100, "Convolution", beta=1), AlphaBeta)
     assert isinstance(rule_for(100, "InnerProduct", eps=1), Epsilon)
     with pytest.raises(ValueError):
-        rule_for(102, "Convolution")
+        rule_for(102, "Convolution", 0, switch_layer=-1)   # the original's A-check
+    with pytest.raises(ValueError):
+        rule_for(10, "Convolution")                       # LOG(FATAL) in the original
+
+
+KINDS = {"e": Epsilon, "a": AlphaBeta, "f": Flat, "w": WSquare, "d": Backprojection}
+# formula -> (conv at index <= aux, conv above, IP at index <= aux, IP above); aux = 4 below
+TABLE = {0: "eeee", 2: "aaaa", 100: "aaee", 102: "fafe", 104: "wawe", 114: "aeae",
+         54: "fefe", 56: "wewe", 58: "fafa", 60: "wawa", 22: "aaaa", 26: "dddd", 166: "dddd",
+         11: "dddd", 99: "dddd"}
+
+
+@pytest.mark.parametrize("formula", sorted(TABLE))
+def test_composite_table_switch_is_inclusive(formula):
+    kinds = TABLE[formula]
+    for pos, (layer_type, index) in enumerate([("Convolution", 4), ("Convolution", 5),
+                                               ("InnerProduct", 4), ("InnerProduct", 5)]):
+        rule = rule_for(formula, layer_type, index, eps=0.5, beta=2.0, switch_layer=4)
+        assert type(rule) is KINDS[kinds[pos]], (formula, layer_type, index)
+        if isinstance(rule, Epsilon):
+            assert rule.eps == np.float32(0.5)
+        if isinstance(rule, AlphaBeta) and formula != 22:
+            assert rule.beta == 2.0
+
+
+def test_formula_22_forces_beta_by_layer_15():
+    for layer_type in ("Convolution", "InnerProduct"):
+        assert rule_for(22, layer_type, 15, beta=3.0).beta == 1.0
+        assert rule_for(22, layer_type, 16, beta=3.0).beta == 0.0
+        assert rule_for(22, layer_type, 0, beta=0.0).beta == 1.0
+
+
+def test_non_linear_behaviour_of_the_table():
+    assert [behaviour(f, "ReLU") for f in (0, 100, 102, 26, 166, 11, 99)] == [
+        "identity", "identity", "identity", "deconv", "guided", "gradient", "gradient"]
+    assert behaviour(26, "Pooling") == behaviour(166, "LRN") == "relevance"
+    assert behaviour(11, "Pooling") == behaviour(99, "LRN") == "gradient"
+    assert behaviour(99, "output") == "channel_norm" and behaviour(11, "output") is None
+
+
+# ------------------------------------------- flat and w^2: independent float64 references
+def ref_flat_dense(a, R):
+    return np.repeat(R.sum(axis=1, keepdims=True) / a.shape[1], a.shape[1], axis=1)
+
+
+def ref_wsq_dense(W, R):
+    w2 = W ** 2
+    return R @ (w2 / w2.sum(axis=1, keepdims=True))
+
+
+def ref_conv_uniform(x, W, R, pad, stride, group, rule):
+    """Loops over output positions; flat: R_j / (kh*kw) to every input of the window (all input
+    channels of the group); w^2: w_ij^2 / sum_kernel w^2 R_j."""
+    n, c, h, w = x.shape
+    o, cg, kh, kw = W.shape
+    og = o // group
+    _, _, oh, ow = R.shape
+    out = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
+    for g in range(group):
+        for q in range(og):
+            wq = W[g * og + q]
+            share = (np.ones_like(wq) / (kh * kw) if rule == "flat"
+                     else wq ** 2 / (wq ** 2).sum())
+            for i in range(oh):
+                for j in range(ow):
+                    hs, ws = i * stride, j * stride
+                    out[:, g * cg:(g + 1) * cg, hs:hs + kh, ws:ws + kw] += (
+                        share[None] * R[:, g * og + q, i, j][:, None, None, None])
+    return out[:, :, pad:pad + h, pad:pad + w]
+
+
+def test_dense_flat_and_w_square_match_float64_reference():
+    rng = np.random.default_rng(11)
+    a = f32(rng.standard_normal((3, 20)))
+    W, b, R = f32(rng.standard_normal((7, 20))), f32(rng.standard_normal(7)), f32(
+        rng.standard_normal((3, 7)))
+    got = flat().dense(a, W, b, R)
+    assert got.dtype == np.float32 and got.shape == a.shape
+    assert close(got, ref_flat_dense(a.astype(np.float64), R.astype(np.float64)))
+    np.testing.assert_allclose(got.sum(axis=1), R.sum(axis=1), rtol=1e-5)   # FLATip conserves
+    got = w_square().dense(a, W, b, R)
+    assert close(got, ref_wsq_dense(W.astype(np.float64), R.astype(np.float64)))
+    np.testing.assert_allclose(got.sum(axis=1), R.sum(axis=1), rtol=1e-5)
+    # neither depends on the input or the bias
+    np.testing.assert_array_equal(w_square().dense(2 * a, W, None, R), got)
+
+
+def test_w_square_zero_row_gives_nothing():
+    a = np.ones((1, 2), np.float32)
+    W = np.array([[0.0, 0.0], [1.0, 3.0]], np.float32)
+    R = np.array([[5.0, 10.0]], np.float32)
+    np.testing.assert_allclose(w_square().dense(a, W, None, R), [[1.0, 9.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["flat", "w_square"])
+@pytest.mark.parametrize("pad,stride,group", [(0, 1, 1), (1, 2, 1), (2, 1, 2)])
+def test_conv_flat_and_w_square_match_float64_reference(rule, pad, stride, group):
+    rng = np.random.default_rng(12)
+    x = f32(rng.standard_normal((2, 4, 7, 6)))
+    W = f32(rng.standard_normal((6, 4 // group, 3, 3)))
+    b = f32(rng.standard_normal(6))
+    oh, ow = (7 + 2 * pad - 3) // stride + 1, (6 + 2 * pad - 3) // stride + 1
+    R = f32(rng.standard_normal((2, 6, oh, ow)))
+    obj = flat() if rule == "flat" else w_square()
+    got = obj.conv(x, W, b, R, (3, 3, pad, pad, stride, stride, 1, 1), group)
+    want = ref_conv_uniform(x, W.astype(np.float64), R.astype(np.float64), pad, stride, group,
+                            rule)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert close(got, want)
+    if rule == "flat" and pad == 0:
+        # the original's FLATconv multiplies the total by C_in/group (spec 2.2)
+        np.testing.assert_allclose(got.sum(), R.sum(dtype=np.float64) * (4 // group), rtol=1e-4)
+
+
+def test_backprojection_is_the_transposed_map():
+    rng = np.random.default_rng(13)
+    a, W, R = f32(rng.standard_normal((2, 5))), f32(rng.standard_normal((3, 5))), f32(
+        rng.standard_normal((2, 3)))
+    np.testing.assert_allclose(backprojection().dense(a, W, None, R),
+                               R.astype(np.float64) @ W.astype(np.float64), rtol=1e-5)
 
 
 # ------------------------------------------- a small net: implicit Split, Concat, pooling
@@ -332,3 +454,101 @@ def test_net_relevance_method_is_the_attribution_driver(tmp_path):
     via_driver = lrp.relevance(net, x, rule=100, eps=0.5, beta=1.0, target="top1")
     np.testing.assert_array_equal(via_method, via_driver)
     assert via_method.shape == x.shape and via_method.dtype == np.float32
+
+
+# ------------------------------------- gradient-like types (11, 99, 26, 166) on small nets
+GRADIENT_NET = (
+    layer("conv1", "Convolution", params="convolution_param { num_output: 4 kernel_size: 3 pad: 1 }")
+    + layer("relu1", "ReLU", bottom="conv1", top="conv1")
+    + layer("pool1", "Pooling", bottom="conv1",
+            params="pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+    + layer("norm1", "LRN", bottom="pool1",
+            params="lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 1.5 }")
+    + layer("conv2", "Convolution", bottom="norm1",
+            params="convolution_param { num_output: 5 kernel_size: 3 pad: 1 }")
+    + layer("relu2", "ReLU", bottom="conv2", top="conv2")
+    + layer("pool2", "Pooling", bottom="conv2",
+            params="pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }")
+    + layer("fc", "InnerProduct", bottom="pool2", params="inner_product_param { num_output: 4 }")
+    + layer("prob", "Softmax", bottom="fc"))
+
+
+def gradient_net_forward(p, x):
+    """float64 forward of GRADIENT_NET with tests/reference_ops."""
+    import reference_ops as ops
+    y = np.maximum(ops.convolution(x, *p["conv1"], pad=(1, 1)), 0)
+    y = ops.pooling(y, "MAX", (2, 2), stride=(2, 2))
+    y = ops.lrn_across(y, 3, 0.5, 0.75, 1.5)
+    y = np.maximum(ops.convolution(y, *p["conv2"], pad=(1, 1)), 0)
+    y = ops.pooling(y, "AVE", (3, 3), pad=(1, 1), stride=(2, 2))
+    return ops.inner_product(y, *p["fc"])
+
+
+def gradient_net(tmp_path, seed):
+    from netutil import make_net, randomize
+    net = make_net(tmp_path, GRADIENT_NET, (1, 2, 10, 10))
+    params = randomize(net, seed=seed, scale=0.7)
+    x = f32(np.random.default_rng(seed + 100).standard_normal((1, 2, 10, 10)))
+    return net, params, x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_formula_11_is_logit_times_finite_difference_gradient(tmp_path, seed):
+    """11 = sum over explained classes of logit_c * d logit_c / dx (central differences in
+    float64 through ReLU, MAX pool, LRN, padded AVE pool, conv and inner product)."""
+    net, params, x = gradient_net(tmp_path, seed)
+    classes = [1, 3]
+    got = relevance(net, x, rule=11, target=classes)
+    x64 = x.astype(np.float64)
+    logits = gradient_net_forward(params, x64)[0]
+
+    def f(v):
+        return sum(logits[c] * gradient_net_forward(params, v)[0, c] for c in classes)
+    h = 1e-6
+    want = np.zeros_like(x64)
+    for idx in np.ndindex(x64.shape):
+        up, down = x64.copy(), x64.copy()
+        up[idx] += h
+        down[idx] -= h
+        want[idx] = (f(up) - f(down)) / (2 * h)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+
+
+def test_formula_99_is_the_channel_norm_of_11(tmp_path):
+    net, _, x = gradient_net(tmp_path, 3)
+    g = relevance(net, x, rule=11, target=2).astype(np.float64)
+    s = relevance(net, x, rule=99, target=2)
+    norm = np.sqrt((g ** 2).sum(axis=1))
+    for c in range(x.shape[1]):
+        np.testing.assert_allclose(s[:, c], norm, rtol=1e-6)
+
+
+@pytest.mark.parametrize("formula", [26, 166])
+def test_deconvnet_and_guided_backprop_float64(tmp_path, formula):
+    """conv -> ReLU -> ip: 26 = W1^T max(W2^T R, 0); 166 also masks by the ReLU input > 0."""
+    from netutil import make_net, randomize
+    import reference_ops as ops
+    body = (layer("conv", "Convolution", params="convolution_param { num_output: 3 kernel_size: 3 }")
+            + layer("relu", "ReLU", bottom="conv", top="conv")
+            + layer("fc", "InnerProduct", bottom="conv", params="inner_product_param { num_output: 4 }"))
+    net = make_net(tmp_path, body, (1, 2, 6, 6))
+    p = randomize(net, seed=7)
+    x = f32(np.random.default_rng(8).standard_normal((1, 2, 6, 6)))
+    got = relevance(net, x, rule=formula, target=[0, 2])
+    x64 = x.astype(np.float64)
+    pre = ops.convolution(x64, *p["conv"])
+    logits = ops.inner_product(np.maximum(pre, 0), *p["fc"])[0]
+    top = np.zeros(4)
+    top[[0, 2]] = logits[[0, 2]]
+    r = (top @ p["fc"][0]).reshape(pre.shape)
+    r = np.maximum(r, 0)
+    if formula == 166:
+        r = r * (pre > 0)
+    W = p["conv"][0]
+    want = np.zeros_like(x64)
+    for i in range(pre.shape[2]):
+        for j in range(pre.shape[3]):
+            want[0, :, i:i + 3, j:j + 3] += np.tensordot(r[0, :, i, j], W, axes=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -5,12 +5,15 @@ start="highest-ip")`` runs the forward pass, injects the raw output value (logit
 explained class at the top of the injection layer (spec 1.5), and walks the layers backwards in
 descending Caffe index down to layer 0 (spec 3):
 
-* Convolution / InnerProduct: the rule that ``composites.COMPOSITES`` names for the formula;
-* ReLU, Dropout: relevance passes unchanged;
+* Convolution / InnerProduct: the rule that ``composites.COMPOSITES`` names for the formula
+  and the layer's Caffe index;
+* ReLU: as the table says ("identity" for the LRP types, max(R, 0) for 26, max(R, 0) where the
+  input > 0 for 166, the gradient for 11/99); Dropout: unchanged;
 * Pooling MAX: all relevance of a window to the forward's argmax (first maximum);
 * Pooling AVE: proportional to the activations, x_i R_j / S_j with S_j the window sum clipped to
-  the image; where |S_j| < 1e-6 the original adds x_i itself (spec 2.3, reproduced);
-* LRN: lrn_backward_type 1 (not conservative, spec 2.3);
+  the image; where |S_j| < 1e-6 the original adds x_i itself (spec 2.3, reproduced); for the
+  gradient types (11, 99) Caffe's adjoint (1/pool_size);
+* LRN: lrn_backward_type 1 (not conservative, spec 2.3); the true LRN gradient for 11 / 99;
 * Split: sum of the tops; Concat: slices.
 
 Targets (``target``): "top5" (the original's class field -2: min(5, K) best classes together),
@@ -20,13 +23,14 @@ ranked by the softmax output as the demonstrator does (by the logits if the net 
 """
 import numpy as np
 
-from ..composites import rule_for, supported_formulas
+from ..composites import behaviour, rule_for, supported_formulas
 from ..errors import UnsupportedLayerError
-from ..kernels.pooling import max_pool_backward
+from ..kernels.lrn import lrn_across_backward, lrn_within_backward
+from ..kernels.pooling import ave_pool_backward, max_pool_backward
 from ..layers.pooling import MAX
 from ..threads import threads_for
 
-PASS_THROUGH = {"ReLU", "Dropout"}
+PASS_THROUGH = {"Dropout"}
 
 # debugging aid: if set, called as _trace(layer_index, {bottom blob id: relevance}) after each layer
 _trace = None
@@ -143,6 +147,36 @@ def _lrn(layer, x, r):
     return (own - cross).astype(np.float32)
 
 
+def _ave_pool_gradient(layer, x, r):
+    kh, kw, ph, pw, sh, sw, oh, ow = _pool_geometry(layer, x)
+    out = np.empty_like(x, dtype=np.float32)
+    ave_pool_backward(np.ascontiguousarray(r, dtype=np.float32), kh, kw, ph, pw, sh, sw, out,
+                      threads_for(out.size))
+    return out
+
+
+def _lrn_gradient(layer, x, y, r):
+    out = np.empty_like(x, dtype=np.float32)
+    fn = lrn_across_backward if layer.across_channels else lrn_within_backward
+    fn(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32),
+       layer.scale, np.ascontiguousarray(r, dtype=np.float32), layer.size, layer.alpha,
+       layer.beta, out, threads_for(out.size))
+    return out
+
+
+def _relu(mode, layer, x, r):
+    if mode == "identity":
+        return r
+    if mode == "deconv":
+        return np.maximum(r, 0)
+    if mode == "guided":
+        return np.where(x > 0, np.maximum(r, 0), np.float32(0)).astype(np.float32)
+    if mode == "gradient":
+        slope = np.float32(layer.negative_slope)
+        return np.where(x > 0, r, r * slope).astype(np.float32)
+    raise ValueError("unknown ReLU behaviour %r" % mode)
+
+
 def _linear(net, i, layer, x, r, rule):
     if layer.type == "InnerProduct":
         m = int(np.prod(x.shape[:layer.axis]))
@@ -162,11 +196,13 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
 
     ``rule``: the original's formula number (see ``composites.COMPOSITES``); ``eps`` its
     epsstab; ``beta`` its alphabeta_beta (alpha = 1 + beta); ``switch_layer`` the aux index
-    (unused by 0, 2 and 100). With ``return_classes`` also the explained classes per image.
+    (used by 102, 104, 114, 54, 56, 58, 60; must be >= 0 for them). With ``return_classes`` also the explained classes per image.
     """
     if rule not in supported_formulas():
         raise ValueError("formula type %r is not supported; supported: %s"
                          % (rule, supported_formulas()))
+    relu_mode, pool_mode = behaviour(rule, "ReLU"), behaviour(rule, "Pooling")
+    lrn_mode, output_mode = behaviour(rule, "LRN"), behaviour(rule, "output")
     net.forward(x)
     values = net._values
     top = _injection_layer(net, start)
@@ -212,12 +248,21 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
             r = rule_for(rule, t, i, eps=eps, beta=beta, switch_layer=switch_layer)
             for b, rt in zip(bottoms, r_tops):
                 rel[b] = _linear(net, i, layer, values[b], rt, r)
+        elif t == "ReLU":
+            rel[bottoms[0]] = _relu(relu_mode, layer, values[bottoms[0]], r_tops[0])
         elif t == "Pooling":
             xb = values[bottoms[0]]
-            fn = _max_pool if layer.method == MAX else _ave_pool
+            if layer.method == MAX:
+                fn = _max_pool
+            else:
+                fn = _ave_pool_gradient if pool_mode == "gradient" else _ave_pool
             rel[bottoms[0]] = fn(layer, xb, r_tops[0])
         elif t == "LRN":
-            rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
+            if lrn_mode == "gradient":
+                rel[bottoms[0]] = _lrn_gradient(layer, values[bottoms[0]], values[tops[0]],
+                                                r_tops[0])
+            else:
+                rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
         else:
             raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule in the "
                                         "original (spec 2.1)" % (i, layer.name, t))
@@ -227,5 +272,10 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
+    if output_mode == "channel_norm":
+        norm = np.sqrt(np.square(out.astype(np.float64)).sum(axis=1, keepdims=True))
+        out = np.broadcast_to(norm, out.shape)
+    elif output_mode is not None:
+        raise ValueError("unknown output behaviour %r" % output_mode)
     out = np.ascontiguousarray(out, dtype=np.float32)
     return (out, classes) if return_classes else out
