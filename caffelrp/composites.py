@@ -1,11 +1,15 @@
-"""The original's formula numbers (relpropformulatype) -> what every layer type does.
+"""What every layer type does under one explanation method: the original's formula numbers
+(relpropformulatype) and caffelrp's own composites, as ONE table.
 
-One table, ``COMPOSITES``: formula -> {layer type or "output": behaviour}. Keys:
+``COMPOSITES``: key -> {layer type or "output": behaviour}. Keys are the original's formula numbers
+(ints) and caffelrp's composites (strings); ``NAMES`` maps readable names to keys. Entries:
 
-* "Convolution", "InnerProduct": a *rule spec*, called as ``spec(layer_index, eps, beta, aux)``
-  and returning a ``caffelrp.rules.Rule``. Layer indices are Caffe's (implicit Split layers
-  counted); ``aux`` is the original's auxiliaryvariable_maxlayerindexforflatdistinconv, the
-  switch is inclusive (index <= aux takes the "below" rule, spec 2.1).
+* "Convolution", "InnerProduct": a *rule spec*, called as ``spec(where, settings)`` and returning a
+  ``caffelrp.rules.Rule``; ``where`` is a ``LayerPlace`` (Caffe index with the implicit Split layers
+  counted, whether the layer reads the network input), ``settings`` the user's ``Settings``. The
+  switch of the original's types is inclusive: index <= aux takes the "below" rule (spec 2.1).
+  Standalone BatchNorm/Scale/Bias layers (not foldable into a linear layer below) take the
+  "Convolution" rule as per-channel affine maps.
 * "ReLU": "identity" (R passes unchanged), "deconv" (max(R, 0)), "guided" (max(R, 0) where the
   ReLU input > 0) or "gradient" (R where the input > 0, negative_slope * R elsewhere).
 * "Pooling", "LRN": "relevance" (the original's relevance rules, spec 2.3) or "gradient"
@@ -16,50 +20,101 @@ Missing non-linear keys take ``LAYER_DEFAULTS``. Spec 2.1 / the reference README
 0 epsilon; 2 alpha-beta; 100 alpha-beta conv + epsilon IP (aux unused); 102 / 104 as 100 but
 flat / w^2 for index <= aux; 114 alpha-beta for index <= aux, else epsilon; 54 / 56 flat / w^2
 for index <= aux, else epsilon; 58 / 60 flat / w^2 for index <= aux, else alpha-beta; 22
-alpha-beta with beta 0 above index 15 and 1 at or below (the user's beta ignored); 26 deconvnet;
-166 guided backprop; 11 gradient (x the logits injected); 99 its per-pixel channel norm.
+alpha-beta with beta 0 above index 15 and 1 at or below (the user's beta ignored); 6 / 8 / 18
+z^B on the first layer, else alpha-beta / epsilon / the 22 switch in convolutions, and the 22
+switch in inner products; 26 deconvnet; 166 guided backprop; 11 gradient (x the logits injected);
+99 its per-pixel channel norm.
+
+z^B (6, 8, 18) deliberately differs from the original, whose bounds buffer is never filled (spec
+2.2 "ZB", undefined behaviour): caffelrp applies the intended rule with bounds low = 0 - mean,
+high = 255 - mean per input pixel, on the linear layer(s) that read the network input (the
+original compares with firstlayerindex, 0 in the demonstrator).
+
+caffelrp's composites (Kohlbrenner et al., "Towards best practice in explaining neural network
+decisions with LRP", arXiv:1910.09840; Montavon et al., "Layer-wise relevance propagation: an
+overview", 2019): "zplus" (z+ everywhere), "gamma" (gamma on convolutions, epsilon on inner
+products), "epsilon-plus" (z+ on convolutions, epsilon on inner products), "epsilon-plus-flat"
+(the same with flat on the first layer), "epsilon-gamma-box" (z^B on the first layer, gamma on the
+other convolutions, epsilon on inner products).
 """
-from .rules import alpha_beta, backprojection, epsilon, flat, w_square
+from collections import namedtuple
+
+from .rules import alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox, zplus
 
 LAYER_DEFAULTS = {"ReLU": "identity", "Pooling": "relevance", "LRN": "relevance", "output": None}
 
+# Where a linear layer sits: its Caffe index, and whether it reads the network input.
+LayerPlace = namedtuple("LayerPlace", "index first")
+
+
+class Settings:
+    """The user's parameters of one relevance pass: ``eps`` (epsstab), ``beta`` (alphabeta_beta,
+    alpha = 1 + beta), ``switch_layer`` (auxiliaryvariable_maxlayerindexforflatdistinconv),
+    ``gamma`` (gamma rule), ``bounds`` ((low, high) of the input for z^B, or None)."""
+
+    def __init__(self, eps=1.0, beta=1.0, switch_layer=0, gamma=0.25, bounds=None):
+        self.eps, self.beta, self.switch_layer = eps, beta, switch_layer
+        self.gamma, self.bounds = gamma, bounds
+
 
 # ------------------------------------------------------------------------- rule specs
-def EPSILON(layer_index, eps, beta, aux):
-    return epsilon(eps)
+def EPSILON(where, s):
+    return epsilon(s.eps)
 
 
-def ALPHA_BETA(layer_index, eps, beta, aux):
-    return alpha_beta(beta=beta)
+def ALPHA_BETA(where, s):
+    return alpha_beta(beta=s.beta)
 
 
-def FLAT(layer_index, eps, beta, aux):
+def FLAT(where, s):
     return flat()
 
 
-def W_SQUARE(layer_index, eps, beta, aux):
+def W_SQUARE(where, s):
     return w_square()
 
 
-def BACKPROJECTION(layer_index, eps, beta, aux):
+def BACKPROJECTION(where, s):
     return backprojection()
 
 
-def ALPHA_BETA_FC6_SWITCH(layer_index, eps, beta, aux):
+def ZPLUS(where, s):
+    return zplus()
+
+
+def GAMMA(where, s):
+    return gamma(s.gamma)
+
+
+def Z_BOX(where, s):
+    if s.bounds is None:
+        raise ValueError("the z^B rule needs the input's bounds: pass mean= (the mean that "
+                         "preprocessing subtracted; bounds 0 - mean .. 255 - mean) or bounds=")
+    return zbox(*s.bounds)
+
+
+def ALPHA_BETA_FC6_SWITCH(where, s):
     """The original's hard-coded "fc6 = layer 15": beta 0 above index 15, 1 at or below."""
-    return alpha_beta(beta=0.0 if layer_index > 15 else 1.0)
+    return alpha_beta(beta=0.0 if where.index > 15 else 1.0)
 
 
 def below_aux(lower, upper):
     """``lower`` for layer index <= aux, else ``upper``; aux < 0 is an error (the original's
     A-check aborts)."""
-    def spec(layer_index, eps, beta, aux):
-        if aux is None or aux < 0:
+    def spec(where, s):
+        if s.switch_layer is None or s.switch_layer < 0:
             raise ValueError("this formula type needs switch_layer >= 0 (the original aborts "
                              "for a negative auxiliaryvariable_maxlayerindexforflatdistinconv)")
-        chosen = lower if layer_index <= aux else upper
-        return chosen(layer_index, eps, beta, aux)
+        return (lower if where.index <= s.switch_layer else upper)(where, s)
     spec.__name__ = "%s_below_aux_else_%s" % (lower.__name__, upper.__name__)
+    return spec
+
+
+def first_layer(first, other):
+    """``first`` on the linear layer(s) that read the network input, else ``other``."""
+    def spec(where, s):
+        return (first if where.first else other)(where, s)
+    spec.__name__ = "%s_first_else_%s" % (first.__name__, other.__name__)
     return spec
 
 
@@ -79,37 +134,68 @@ COMPOSITES = {
     58: _linear(below_aux(FLAT, ALPHA_BETA)),
     60: _linear(below_aux(W_SQUARE, ALPHA_BETA)),
     22: _linear(ALPHA_BETA_FC6_SWITCH),
+    6: _linear(first_layer(Z_BOX, ALPHA_BETA), ALPHA_BETA_FC6_SWITCH),
+    8: _linear(first_layer(Z_BOX, EPSILON), ALPHA_BETA_FC6_SWITCH),
+    18: _linear(first_layer(Z_BOX, ALPHA_BETA_FC6_SWITCH), ALPHA_BETA_FC6_SWITCH),
     26: dict(_linear(BACKPROJECTION), ReLU="deconv"),
     166: dict(_linear(BACKPROJECTION), ReLU="guided"),
     11: dict(_linear(BACKPROJECTION), ReLU="gradient", Pooling="gradient", LRN="gradient"),
     99: dict(_linear(BACKPROJECTION), ReLU="gradient", Pooling="gradient", LRN="gradient",
              output="channel_norm"),
+    "zplus": _linear(ZPLUS),
+    "gamma": _linear(GAMMA, EPSILON),
+    "epsilon-plus": _linear(ZPLUS, EPSILON),
+    "epsilon-plus-flat": _linear(first_layer(FLAT, ZPLUS), EPSILON),
+    "epsilon-gamma-box": _linear(first_layer(Z_BOX, GAMMA), EPSILON),
+}
+
+# Readable names of the original's formula types (and aliases of caffelrp's composites).
+NAMES = {
+    "epsilon": 0, "alphabeta": 2, "alpha-beta": 2, "composite": 100,
+    "composite-flat": 102, "composite-wsquare": 104, "alphabeta-zb": 6, "epsilon-zb": 8,
+    "deconvnet": 26, "guided-backprop": 166, "gradient": 11, "sensitivity": 99,
 }
 
 
 def supported_formulas():
-    return sorted(COMPOSITES)
+    """The keys of ``COMPOSITES``: the original's formula numbers, then caffelrp's names."""
+    return (sorted(k for k in COMPOSITES if isinstance(k, int)) +
+            sorted(k for k in COMPOSITES if isinstance(k, str)))
+
+
+def resolve(formula):
+    """The ``COMPOSITES`` key for a formula number or a readable name."""
+    if isinstance(formula, str):
+        key = NAMES.get(formula.lower(), formula.lower())
+    else:
+        key = formula
+    if key not in COMPOSITES or isinstance(key, bool):
+        raise ValueError("rule %r is not supported; supported: formula numbers %s and names %s"
+                         % (formula, [k for k in supported_formulas() if isinstance(k, int)],
+                            sorted(set(NAMES) | {k for k in COMPOSITES if isinstance(k, str)})))
+    return key
 
 
 def _table(formula):
-    try:
-        return COMPOSITES[formula]
-    except (KeyError, TypeError):
-        raise ValueError("formula type %r is not supported; supported: %s"
-                         % (formula, supported_formulas())) from None
+    return COMPOSITES[resolve(formula)]
 
 
 def behaviour(formula, key):
     """What ``formula`` does for a non-linear layer type ("ReLU", "Pooling", "LRN") or "output"."""
-    table = _table(formula)
-    return table.get(key, LAYER_DEFAULTS.get(key))
+    return _table(formula).get(key, LAYER_DEFAULTS.get(key))
 
 
-def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_layer=0):
-    """The rule object for a linear layer of ``layer_type`` under formula ``formula``."""
+def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_layer=0,
+             first=None, settings=None):
+    """The rule object for a linear layer of ``layer_type`` under ``formula``. ``first``: whether
+    the layer reads the network input (defaults to layer index 0); ``settings`` overrides
+    eps/beta/switch_layer with a full ``Settings``."""
     table = _table(formula)
     try:
         spec = table[layer_type]
     except KeyError:
-        raise ValueError("formula type %r has no rule for layer type %r" % (formula, layer_type))
-    return spec(-1 if layer_index is None else layer_index, eps, beta, switch_layer)
+        raise ValueError("rule %r has no rule for layer type %r" % (formula, layer_type))
+    index = -1 if layer_index is None else layer_index
+    if settings is None:
+        settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer)
+    return spec(LayerPlace(index, index == 0 if first is None else first), settings)

@@ -1,11 +1,14 @@
-"""LRP rules for linear maps (Convolution, InnerProduct), as the LRP Toolbox's Caffe computes them.
+"""LRP rules for linear maps (Convolution, InnerProduct, and per-channel affine maps).
 
-A rule turns (layer input, weights W, bias b, upper relevance R) into the relevance of the input.
-Every rule works on "columns": an input matrix X (K, P), weights W (O, K), bias b (O,) and the
-upper relevance R (O, P), where P counts the places the map is applied (images for an inner
-product, images x output positions for a convolution). Its result is the relevance of every column
-entry, X (K, P)-shaped; a convolution folds it back onto the image with col2im (entries in the zero
-padding are dropped, as in the original).
+A rule turns (layer input, linear map, upper relevance R) into the relevance of the input. It sees
+the layer through a ``LinearMap``: products with the weights W (O, K) or a part of them (W+, W-,
+W^2, all-ones) in both directions, and the bias. Every rule works on "columns": an input matrix
+X (K, P), the upper relevance R (O, P) and the layer's pre-activation z (O, P, bias included, taken
+from the forward pass), where P counts the places the map is applied (images for an inner product,
+output positions for a convolution). Its result is the relevance of every column entry, X-shaped;
+a convolution folds it back onto the image with col2im (entries in the zero padding are dropped,
+as in the original). Rules never know about networks; ``caffelrp.composites`` says which rule a
+layer gets.
 
 All arithmetic is float32 with GEMMs (``caffelrp.kernels.gemm.matmul``), like the original.
 
@@ -19,7 +22,6 @@ Alpha-beta (original type 2, "AB4"/"ABslow"; parameter beta >= 0, alpha = 1 + be
     R_i = sum_j alpha max(0, x_i w_ij) R_j / z+_j  -  beta min(0, x_i w_ij) R_j / z-_j,
     a term whose denominator is not strictly positive (z+) / negative (z-) contributes nothing
     (its products are all zero then). The bias takes its share and never receives relevance.
-    The beta term is skipped for beta == 0, as in the original's conv implementation.
 """
 import numpy as np
 
@@ -27,38 +29,187 @@ from .kernels.gemm import matmul
 from .kernels.im2col import col2im, im2col
 from .threads import get_num_threads, threads_for
 
-
-def _mm(a, b):
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
-    matmul(a, b, out, get_num_threads())
-    return out
+WEIGHT_PARTS = ("all", "positive", "negative", "square")
 
 
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _gemm_operand(a):
+    """``a`` as float32 with contiguous rows or columns (what the GEMM kernel takes)."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.strides[-1] == 4 or a.strides[0] == 4 or a.size == 0:
+        return a
+    return np.ascontiguousarray(a)
+
+
+def _product(a, b):
+    """a @ b, float32, through the OpenMP-split sgemm kernel."""
+    a, b = _gemm_operand(a), _gemm_operand(b)
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    matmul(a, b, out, get_num_threads())
+    return out
+
+
+def _divide_where(r, z, keep):
+    """r / z where ``keep``, else 0 (float32)."""
+    return np.where(keep, r / np.where(keep, z, np.float32(1)), np.float32(0)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- linear maps
+class LinearMap:
+    """The weights W (O, K) and bias b (O,) of one linear map (an inner product, or one group of a
+    convolution), as the rules see it: products with W or a part of it, in both directions.
+
+    ``rows_first``: the products are computed as (P, K) @ (K, O) rather than (O, K) @ (K, P), so
+    that an inner product at batch 1 (P = 1) runs as a matrix-vector product. ``cache`` (a dict
+    owned by the layer, or None) keeps the weight parts between passes: W+ of VGG-16's fc6 costs as
+    much to form as one product with it.
+    """
+
+    def __init__(self, W, b=None, rows_first=False, cache=None, key=None):
+        self.W = _f32(W)
+        self.b = None if b is None else np.asarray(b, dtype=np.float32).reshape(-1)
+        self.rows_first = rows_first
+        self._cache = {} if cache is None else cache
+        self._key = key
+        self.outputs, self.fan_in = self.W.shape
+
+    def weights(self, part="all"):
+        if part == "all":
+            return self.W
+        key = (self._key, part)
+        if key not in self._cache:
+            if part == "positive":
+                value = np.maximum(self.W, np.float32(0))
+            elif part == "negative":  # exact: every entry is w or 0
+                value = self.W - self.weights("positive")
+            elif part == "square":
+                value = self.W * self.W
+            else:
+                raise ValueError("weight part must be one of %s, got %r" % (WEIGHT_PARTS, part))
+            self._cache[key] = value
+        return self._cache[key]
+
+    def bias(self, part="all"):
+        """The bias (or its positive / negative part) as an (O, 1) column, or None."""
+        if self.b is None:
+            return None
+        b = self.b
+        if part == "positive":
+            b = np.maximum(b, np.float32(0))
+        elif part == "negative":
+            b = np.minimum(b, np.float32(0))
+        return b[:, None]
+
+    def forward(self, X, part="all"):
+        """sum_i w_ij x_i for every column of X (K, P): (O, P)."""
+        Wp = self.weights(part)
+        if self.rows_first:
+            return _product(X.T, Wp.T).T
+        return _product(Wp, X)
+
+    def backward(self, S, part="all"):
+        """sum_j w_ij s_j for every column of S (O, P): (K, P)."""
+        Wp = self.weights(part)
+        if self.rows_first:
+            return _product(S.T, Wp).T
+        return _product(Wp.T, S)
+
+    def spread_uniformly(self, S):
+        """sum_j s_j, copied to every input of the column: the transposed map with all-ones
+        weights, without forming them."""
+        col = S.sum(axis=0, dtype=np.float32)
+        return np.broadcast_to(col[None, :], (self.fan_in,) + col.shape)
+
+    def square_row_sums(self):
+        """sum_i w_ij^2 per output j: (O,)."""
+        return self.weights("square").sum(axis=1, dtype=np.float32)
+
+
+class DiagonalMap:
+    """A per-element affine map y = a x + c (BatchNorm, Scale, Bias standing alone): every output
+    has exactly one input. a and c broadcast against the data (any layout)."""
+
+    fan_in = 1
+
+    def __init__(self, a, c=None):
+        self.a = np.asarray(a, dtype=np.float32)
+        self.b = None if c is None else np.asarray(c, dtype=np.float32)
+
+    def weights(self, part="all"):
+        if part == "positive":
+            return np.maximum(self.a, np.float32(0))
+        if part == "negative":
+            return np.minimum(self.a, np.float32(0))
+        if part == "square":
+            return self.a * self.a
+        return self.a
+
+    def bias(self, part="all"):
+        if self.b is None:
+            return None
+        if part == "positive":
+            return np.maximum(self.b, np.float32(0))
+        if part == "negative":
+            return np.minimum(self.b, np.float32(0))
+        return self.b
+
+    def forward(self, X, part="all"):
+        return self.weights(part) * X
+
+    backward = forward
+
+    def spread_uniformly(self, S):
+        return S
+
+    def square_row_sums(self):
+        return self.weights("square")
+
+
+def _with_bias(z, lin, part="all"):
+    b = lin.bias(part)
+    return z if b is None else z + b
+
+
+# --------------------------------------------------------------------------------- rules
 class Rule:
     name = "rule"
+    needs_z = False   # whether ``columns`` uses the forward pre-activation z
 
-    def columns(self, X, W, b, R):
-        """Relevance (K, P) of the column entries X (K, P) for W (O, K), b (O,)|None, R (O, P)."""
+    def columns(self, X, lin, R, z=None, aux=()):
+        """Relevance (K, P) of the column entries X (K, P) of the linear map ``lin`` for the upper
+        relevance R (O, P); ``z`` the forward pre-activation (O, P) or None (computed);
+        ``aux`` the columns of ``aux_images`` (same layout as X)."""
         raise NotImplementedError
 
-    def conv_columns(self, X, W, b, R, spatial):
-        """``columns`` for one group of a convolution; ``spatial`` = kh * kw."""
-        return self.columns(X, W, b, R)
+    def aux_images(self, x):
+        """Extra arrays shaped like the layer input that the rule needs in column form."""
+        return ()
+
+    def diagonal(self, x, a, c, R, z=None):
+        """Relevance through a per-element affine map y = a x + c (standalone BatchNorm/Scale)."""
+        return self.columns(x, DiagonalMap(a, c), R, z).astype(np.float32, copy=False)
 
     # -- the two layer shapes ---------------------------------------------------------------
-    def dense(self, a, W, b, R):
-        """Inner product: a (N, K) inputs, W (O, K), b (O,) or None, R (N, O) -> (N, K)."""
-        a = _f32(a)
-        out = self.columns(_f32(a.T), _f32(W), b, _f32(R.T))
+    def dense(self, a, W, b, R, z=None, cache=None, input_shape=None):
+        """Inner product: a (N, K) inputs, W (O, K), b (O,) or None, R (N, O), z (N, O) the
+        forward output or None -> (N, K). ``input_shape``: the layer input's shape before
+        flattening (for rules with ``aux_images``)."""
+        a = np.asarray(a, dtype=np.float32)
+        lin = LinearMap(W, b, rows_first=True, cache=cache, key="ip")
+        shape = a.shape if input_shape is None else input_shape
+        aux = tuple(np.broadcast_to(np.asarray(v, np.float32), shape).reshape(a.shape).T
+                    for v in self.aux_images(a))
+        zt = None if z is None else np.asarray(z, dtype=np.float32).T
+        out = self.columns(a.T, lin, np.asarray(R, dtype=np.float32).T, zt, aux)
         return _f32(out.T)
 
-    def conv(self, x, W, b, R, geometry, group=1):
+    def conv(self, x, W, b, R, geometry, group=1, z=None, cache=None):
         """Convolution: x (N, C, H, W), W (O, C/group, kh, kw), b (O,) or None,
-        R (N, O, OH, OW), geometry = (kh, kw, ph, pw, sh, sw, dh, dw) -> (N, C, H, W)."""
+        R (N, O, OH, OW), geometry = (kh, kw, ph, pw, sh, sw, dh, dw), z (N, O, OH, OW) the forward
+        output or None -> (N, C, H, W)."""
         x = _f32(x)
         R = _f32(R)
         n, c, h, w = x.shape
@@ -67,44 +218,61 @@ class Rule:
         cg, og = c // group, o // group
         k = cg * kh * kw
         weights = _f32(W).reshape(o, k)
+        maps = [LinearMap(weights[g * og:(g + 1) * og],
+                          None if b is None else b[g * og:(g + 1) * og], cache=cache,
+                          key=("group", g)) for g in range(group)]
+        images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
+                              for v in self.aux_images(x))
         out = np.empty_like(x)
         threads = get_num_threads()
         for i in range(n):
-            col = np.empty((c * kh * kw, oh * ow), dtype=np.float32)
-            im2col(x[i:i + 1], *geometry, oh, ow, col, threads_for(col.size))
-            rel = np.empty_like(col)
+            cols = []
+            for image in images:
+                col = np.empty((c * kh * kw, oh * ow), dtype=np.float32)
+                im2col(_f32(image[i:i + 1]), *geometry, oh, ow, col, threads_for(col.size))
+                cols.append(col)
+            rel = np.empty_like(cols[0])
             r_i = R[i].reshape(o, oh * ow)
-            for g in range(group):
-                bg = None if b is None else b[g * og:(g + 1) * og]
-                rel[g * k:(g + 1) * k] = self.conv_columns(col[g * k:(g + 1) * k],
-                                                           weights[g * og:(g + 1) * og], bg,
-                                                           r_i[g * og:(g + 1) * og], kh * kw)
+            z_i = None if z is None else np.asarray(z[i], dtype=np.float32).reshape(o, oh * ow)
+            for g, lin in enumerate(maps):
+                rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
+                rel[rows] = self.conv_columns(
+                    cols[0][rows], lin, r_i[outs], None if z_i is None else z_i[outs],
+                    tuple(col[rows] for col in cols[1:]), kh * kw)
             col2im(rel, 1, c, h, w, *geometry, oh, ow, out[i:i + 1], threads)
         return out
+
+    def conv_columns(self, X, lin, R, z, aux, spatial):
+        """``columns`` for one group of a convolution; ``spatial`` = kh * kw."""
+        return self.columns(X, lin, R, z, aux)
 
 
 class Epsilon(Rule):
     name = "epsilon"
+    needs_z = True
 
     def __init__(self, eps):
         self.eps = np.float32(eps)
 
-    def columns(self, X, W, b, R):
-        z = _mm(W, X)
-        if b is not None:
-            z += np.asarray(b, dtype=np.float32)[:, None]
+    def columns(self, X, lin, R, z=None, aux=()):
+        if z is None:
+            z = _with_bias(lin.forward(X), lin)
         denom = np.where(z > 0, z + self.eps, np.where(z < 0, z - self.eps, np.float32(1)))
         s = (R / denom).astype(np.float32)  # z == 0: R passed on undivided
-        return X * _mm(W.T, s)
+        return X * lin.backward(s)
 
     def __repr__(self):
         return "epsilon(%g)" % self.eps
 
 
 class AlphaBeta(Rule):
+    """Alpha-beta with alpha = 1 + beta (the original's convention), or the z+ rule
+    (``beta=0, bias=False``: Montavon et al., "Explaining nonlinear classification decisions with
+    deep Taylor decomposition", Pattern Recognition 2017)."""
     name = "alpha_beta"
+    needs_z = True
 
-    def __init__(self, beta, alpha=None):
+    def __init__(self, beta, alpha=None, bias=True):
         beta = float(beta)
         if beta < 0:
             raise ValueError("alpha-beta needs beta >= 0 (the original aborts), got %g" % beta)
@@ -114,28 +282,107 @@ class AlphaBeta(Rule):
             raise ValueError("the original's alpha-beta rule has alpha = 1 + beta; got alpha %g, "
                              "beta %g" % (alpha, beta))
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
+        self.use_bias = bias
 
-    def columns(self, X, W, b, R):
-        xp, xn = np.maximum(X, 0), np.minimum(X, 0)
-        wp, wn = _f32(np.maximum(W, 0)), _f32(np.minimum(W, 0))
-        bias = None if b is None else np.asarray(b, dtype=np.float32)[:, None]
-        zp = _mm(wp, xp)
-        zp += _mm(wn, xn)
-        if bias is not None:
-            zp += np.maximum(bias, 0)
-        sp = np.where(zp > 0, R / np.where(zp > 0, zp, 1), 0).astype(np.float32)
-        out = self.alpha * (xp * _mm(wp.T, sp) + xn * _mm(wn.T, sp))
+    def columns(self, X, lin, R, z=None, aux=()):
+        nonnegative = not (X < 0).any()
+        if nonnegative:   # after a ReLU or pooling: x- = 0, one product fewer
+            zp = lin.forward(X, "positive")
+        else:
+            xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
+            zp = lin.forward(xp, "positive")
+            zp += lin.forward(xn, "negative")
+        bias_p = lin.bias("positive") if self.use_bias else None
+        z_all = None
         if self.beta > 0:
-            zn = _mm(wn, xp)
-            zn += _mm(wp, xn)
-            if bias is not None:
-                zn += np.minimum(bias, 0)
-            sn = np.where(zn < 0, R / np.where(zn < 0, zn, -1), 0).astype(np.float32)
-            out -= self.beta * (xn * _mm(wp.T, sn) + xp * _mm(wn.T, sn))
+            # z- = z - z+ (sum of all products = sum of positive + sum of negative ones, and
+            # b = b+ + b-): one product fewer than forming the negative products again.
+            z_all = lin.forward(X) if z is None else (
+                z if lin.b is None else z - lin.bias())
+        if bias_p is not None:
+            zp = zp + bias_p
+        sp = _divide_where(R, zp, zp > 0)
+        if self.beta > 0:
+            zn = z_all - (zp if bias_p is None else zp - bias_p)
+            bias_n = lin.bias("negative") if self.use_bias else None
+            if bias_n is not None:
+                zn = zn + bias_n
+            sn = _divide_where(R, zn, zn < 0)
+        if nonnegative:
+            # R_i = x_i [alpha sum_j w+_ij s+_j - beta sum_j w-_ij s-_j], with w- = w - w+
+            if self.beta > 0:
+                g = lin.backward(self.alpha * sp + self.beta * sn, "positive")
+                g -= lin.backward(self.beta * sn)
+            else:
+                g = lin.backward(self.alpha * sp, "positive")
+            return X * g
+        out = self.alpha * (xp * lin.backward(sp, "positive") + xn * lin.backward(sp, "negative"))
+        if self.beta > 0:
+            out -= self.beta * (xn * lin.backward(sn, "positive") +
+                                xp * lin.backward(sn, "negative"))
         return out.astype(np.float32, copy=False)
 
     def __repr__(self):
+        if not self.use_bias and self.beta == 0:
+            return "zplus"
         return "alpha_beta(alpha=%g, beta=%g)" % (self.alpha, self.beta)
+
+
+class Gamma(Rule):
+    """Gamma rule (Montavon et al., "Layer-wise relevance propagation: an overview", 2019):
+    weights w + gamma w+ (and bias b + gamma b+),
+    R_i = x_i sum_j (w_ij + gamma w+_ij) R_j / (z_j + gamma z+_j + eps sign),
+    with z+_j = sum_i x_i w+_ij + b+_j. ``gamma = 0`` is the epsilon rule."""
+    name = "gamma"
+    needs_z = True
+
+    def __init__(self, gamma=0.25, eps=1e-6):
+        if gamma < 0:
+            raise ValueError("the gamma rule needs gamma >= 0, got %g" % gamma)
+        self.gamma, self.eps = np.float32(gamma), np.float32(eps)
+
+    def columns(self, X, lin, R, z=None, aux=()):
+        if z is None:
+            z = _with_bias(lin.forward(X), lin)
+        zg = z + self.gamma * _with_bias(lin.forward(X, "positive"), lin, "positive")
+        denom = np.where(zg > 0, zg + self.eps, np.where(zg < 0, zg - self.eps, np.float32(1)))
+        s = (R / denom).astype(np.float32)
+        return X * (lin.backward(s) + self.gamma * lin.backward(s, "positive"))
+
+    def __repr__(self):
+        return "gamma(%g)" % self.gamma
+
+
+class ZBox(Rule):
+    """z^B rule for the first layer (spec 2.2 "ZB", Montavon et al. 2017): input x_i bounded by
+    low_i <= x_i <= high_i,
+    q_ij = x_i w_ij - low_i w+_ij - high_i w-_ij,  z_j = sum_i q_ij + max(0, b_j),
+    R_i = sum_j q_ij (|z_j| > 1e-12 ? R_j / z_j : R_j).
+    ``low``/``high`` broadcast against the layer input (e.g. -mean and 255 - mean per pixel)."""
+    name = "zbox"
+
+    def __init__(self, low, high):
+        self.low = np.asarray(low, dtype=np.float32)
+        self.high = np.asarray(high, dtype=np.float32)
+
+    def aux_images(self, x):
+        return (self.low, self.high)
+
+    def columns(self, X, lin, R, z=None, aux=()):
+        low, high = aux
+        q = lin.forward(X)
+        q -= lin.forward(low, "positive")
+        q -= lin.forward(high, "negative")
+        bias_p = lin.bias("positive")
+        if bias_p is not None:
+            q = q + bias_p
+        big = np.abs(q) > np.float32(1e-12)
+        s = np.where(big, R / np.where(big, q, np.float32(1)), R).astype(np.float32)
+        return (X * lin.backward(s) - low * lin.backward(s, "positive")
+                - high * lin.backward(s, "negative")).astype(np.float32, copy=False)
+
+    def __repr__(self):
+        return "zbox"
 
 
 class Flat(Rule):
@@ -148,16 +395,16 @@ class Flat(Rule):
     """
     name = "flat"
 
-    def columns(self, X, W, b, R):
-        return self._uniform(X, R, W.shape[1])
+    def columns(self, X, lin, R, z=None, aux=()):
+        return self._uniform(X, lin, R, lin.fan_in)
 
-    def conv_columns(self, X, W, b, R, spatial):
-        return self._uniform(X, R, spatial)
+    def conv_columns(self, X, lin, R, z, aux, spatial):
+        return self._uniform(X, lin, R, spatial)
 
     @staticmethod
-    def _uniform(X, R, denom):
-        col = (R.sum(axis=0, dtype=np.float32) / np.float32(denom)).astype(np.float32)
-        return np.ascontiguousarray(np.broadcast_to(col[None, :], X.shape), dtype=np.float32)
+    def _uniform(X, lin, R, denom):
+        spread = lin.spread_uniformly((R / np.float32(denom)).astype(np.float32))
+        return np.ascontiguousarray(np.broadcast_to(spread, X.shape), dtype=np.float32)
 
     def __repr__(self):
         return "flat"
@@ -169,11 +416,11 @@ class WSquare(Rule):
     No input data, no bias."""
     name = "w_square"
 
-    def columns(self, X, W, b, R):
-        w2 = _f32(W * W)
-        denom = w2.sum(axis=1, dtype=np.float32)
-        s = np.where(denom[:, None] > 0, R / np.where(denom > 0, denom, 1)[:, None], 0)
-        return _mm(w2.T, _f32(s))
+    def columns(self, X, lin, R, z=None, aux=()):
+        denom = lin.square_row_sums()
+        denom = denom[:, None] if np.ndim(denom) == 1 else denom
+        s = _divide_where(R, denom, denom > 0)
+        return np.broadcast_to(lin.backward(s, "square"), X.shape).astype(np.float32)
 
     def __repr__(self):
         return "w_square"
@@ -184,8 +431,8 @@ class Backprojection(Rule):
     The original's DECONV (types 26, 166) and the gradient of a linear layer (types 11, 99)."""
     name = "backprojection"
 
-    def columns(self, X, W, b, R):
-        return _mm(_f32(W.T), R)
+    def columns(self, X, lin, R, z=None, aux=()):
+        return np.broadcast_to(lin.backward(R), X.shape).astype(np.float32)
 
     def __repr__(self):
         return "backprojection"
@@ -210,3 +457,16 @@ def epsilon(eps):
 def alpha_beta(alpha=None, beta=1.0):
     """alpha_beta(beta=b) or alpha_beta(alpha, beta); alpha must be 1 + beta (the original)."""
     return AlphaBeta(beta, alpha)
+
+
+def zplus():
+    """The z+ rule: positive contributions only, no bias (alpha 1, beta 0 without bias)."""
+    return AlphaBeta(0.0, bias=False)
+
+
+def gamma(value=0.25, eps=1e-6):
+    return Gamma(value, eps)
+
+
+def zbox(low, high):
+    return ZBox(low, high)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from caffelrp.attribution import relevance
-from caffelrp.composites import COMPOSITES, behaviour, rule_for
-from caffelrp.rules import (AlphaBeta, Backprojection, Epsilon, Flat, WSquare, alpha_beta,
-                            backprojection, epsilon, flat, w_square)
+from caffelrp.composites import COMPOSITES, Settings, behaviour, resolve, rule_for
+from caffelrp.rules import (AlphaBeta, Backprojection, Epsilon, Flat, Gamma, WSquare, ZBox,
+                            alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox,
+                            zplus)
 from netutil import layer
 
 
@@ -232,7 +233,10 @@ def test_rule_parameters():
 
 
 def test_composite_table():
-    assert set(COMPOSITES) == {0, 2, 100, 102, 104, 114, 54, 56, 58, 60, 22, 11, 99, 26, 166}
+    originals = {k for k in COMPOSITES if isinstance(k, int)}
+    assert originals == {0, 2, 100, 102, 104, 114, 54, 56, 58, 60, 22, 6, 8, 18, 11, 99, 26, 166}
+    assert {k for k in COMPOSITES if isinstance(k, str)} == {
+        "zplus", "gamma", "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box"}
     assert isinstance(rule_for(0, "Convolution", eps=0.1), Epsilon)
     assert isinstance(rule_for(0, "InnerProduct"), Epsilon)
     assert isinstance(rule_for(2, "Convolution"), AlphaBeta)
@@ -243,6 +247,38 @@ def test_composite_table():
         rule_for(102, "Convolution", 0, switch_layer=-1)   # the original's A-check
     with pytest.raises(ValueError):
         rule_for(10, "Convolution")                       # LOG(FATAL) in the original
+    with pytest.raises(ValueError, match="z\\^B rule needs"):
+        rule_for(8, "Convolution", 0, first=True)         # z^B without bounds
+
+
+def test_readable_names_resolve_to_formula_numbers():
+    assert [resolve(n) for n in ("epsilon", "alphabeta", "composite", "Composite-Flat",
+                                 "composite-wsquare", "gradient", "sensitivity", "deconvnet",
+                                 "guided-backprop")] == [0, 2, 100, 102, 104, 11, 99, 26, 166]
+    assert resolve("epsilon-gamma-box") == "epsilon-gamma-box" and resolve(100) == 100
+    with pytest.raises(ValueError, match="names"):
+        resolve("epsilonn")
+    with pytest.raises(ValueError):
+        resolve(True)
+
+
+def test_first_layer_and_own_composites_dispatch():
+    bounds = (np.float32(-100), np.float32(155))
+    s = Settings(eps=0.5, beta=1.0, gamma=0.5, bounds=bounds)
+    for formula, first_kind in ((6, ZBox), (8, ZBox), (18, ZBox), ("epsilon-gamma-box", ZBox),
+                                ("epsilon-plus-flat", Flat)):
+        assert type(rule_for(formula, "Convolution", 0, first=True, settings=s)) is first_kind
+    assert type(rule_for(6, "Convolution", 3, first=False, settings=s)) is AlphaBeta
+    assert type(rule_for(8, "Convolution", 3, first=False, settings=s)) is Epsilon
+    assert rule_for(18, "Convolution", 16, first=False, settings=s).beta == 0.0
+    for formula in (6, 8, 18):   # the original's IP branch: the fc6 switch, user beta ignored
+        assert rule_for(formula, "InnerProduct", 15, settings=s).beta == 1.0
+        assert rule_for(formula, "InnerProduct", 16, settings=s).beta == 0.0
+    g = rule_for("epsilon-gamma-box", "Convolution", 3, first=False, settings=s)
+    assert type(g) is Gamma and g.gamma == np.float32(0.5)
+    zp = rule_for("epsilon-plus", "Convolution", 3, settings=s)
+    assert type(zp) is AlphaBeta and zp.beta == 0 and not zp.use_bias
+    assert type(rule_for("epsilon-plus", "InnerProduct", 9, settings=s)) is Epsilon
 
 
 KINDS = {"e": Epsilon, "a": AlphaBeta, "f": Flat, "w": WSquare, "d": Backprojection}

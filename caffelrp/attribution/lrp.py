@@ -16,18 +16,26 @@ descending Caffe index down to layer 0 (spec 3):
 * LRN: lrn_backward_type 1 (not conservative, spec 2.3); the true LRN gradient for 11 / 99;
 * Split: sum of the tops; Concat: slices.
 
+Beyond the original: BatchNorm / Scale / Bias layers right after a Convolution or InnerProduct are
+folded into it (the rule sees the folded weights and the chain's output as z); standing alone they
+take the convolution rule as per-channel affine maps; Eltwise SUM splits in proportion to the
+contributions, Eltwise MAX gives all to the first maximal bottom.
+
 Targets (``target``): "top5" (the original's class field -2: min(5, K) best classes together),
 "top1" (any other negative field), an int class index, or a sequence of class indices (one explanation
 of their sum; the same for every image) or a list of such sequences (one per image). Classes are
 ranked by the softmax output as the demonstrator does (by the logits if the net has no Softmax).
 """
+from collections import namedtuple
+
 import numpy as np
 
-from ..composites import behaviour, rule_for, supported_formulas
+from ..composites import Settings, behaviour, resolve, rule_for
 from ..errors import UnsupportedLayerError
 from ..kernels.lrn import lrn_across_backward, lrn_within_backward
 from ..kernels.pooling import ave_pool_backward, max_pool_backward
 from ..layers.pooling import MAX
+from ..layers.routing import EltwiseOp
 from ..threads import threads_for
 
 PASS_THROUGH = {"Dropout"}
@@ -50,8 +58,12 @@ def _injection_layer(net, start):
         return found[0] - 1
     if isinstance(start, (int, np.integer)) and 0 <= start < len(types):
         return int(start)
-    raise ValueError("start must be 'highest-ip', 'below-softmax' or a layer index in [0, %d), "
-                     "got %r" % (len(types), start))
+    if isinstance(start, str):
+        for i, layer in enumerate(net._layers):
+            if layer.name == start:
+                return i
+    raise ValueError("start must be 'highest-ip', 'below-softmax', a layer name or a layer index "
+                     "in [0, %d), got %r" % (len(types), start))
 
 
 def _ranking_scores(net, injection_top):
@@ -177,34 +189,230 @@ def _relu(mode, layer, x, r):
     raise ValueError("unknown ReLU behaviour %r" % mode)
 
 
-def _linear(net, i, layer, x, r, rule):
+# ------------------------------------------------------------------ affine layers, folding
+AFFINE = ("BatchNorm", "Scale", "Bias")
+
+
+def _channel_affine(layer, channels):
+    """(a, c), float32 (channels,), when ``layer`` (BatchNorm / Scale / Bias with its own
+    parameters) maps channel k of axis 1 as y = a_k x + c_k; else None."""
+    if layer.type == "BatchNorm":
+        mean, inv_std = layer.mean_and_inv_std()
+        if mean.size != channels:
+            return None
+        return inv_std, (-mean * inv_std).astype(np.float32)
+    if len(layer.param.bottom) != 1 or getattr(layer, "axis", None) != 1:
+        return None
+    one = np.ones(channels, np.float32)
+    if layer.type == "Scale":
+        scale = layer.blobs[0].reshape(-1)
+        bias = layer.blobs[1].reshape(-1) if layer.bias_term else np.zeros(1, np.float32)
+        if scale.size not in (1, channels) or bias.size not in (1, channels):
+            return None
+        return (scale * one).astype(np.float32), (bias * one).astype(np.float32)
+    bias = layer.blobs[0].reshape(-1)
+    if bias.size not in (1, channels):
+        return None
+    return one, (bias * one).astype(np.float32)
+
+
+def _affine_chains(net):
+    """{linear layer index: [indices of the BatchNorm/Scale/Bias layers applied right after it]}.
+
+    A chain continues while the blob has exactly one consumer (fan-out goes through Split layers)
+    and that consumer is a per-channel affine layer; LRP then treats the linear layer and its chain
+    as one linear layer with folded weights, so the model explains like its folded equivalent."""
+    consumers = {}
+    for j, bottoms in enumerate(net._bottom_ids):
+        for b in bottoms:
+            consumers.setdefault(b, []).append(j)
+    chains = {}
+    for i, layer in enumerate(net._layers):
+        if layer.type not in ("Convolution", "InnerProduct") or len(net._top_ids[i]) != 1:
+            continue
+        top, chain = net._top_ids[i][0], []
+        while len(consumers.get(top, ())) == 1:
+            j = consumers[top][0]
+            nxt = net._layers[j]
+            shape = net._blob_shapes[top]
+            if nxt.type not in AFFINE or len(net._bottom_ids[j]) != 1 or len(shape) < 2 or \
+                    _channel_affine(nxt, shape[1]) is None:
+                break
+            chain.append(j)
+            top = net._top_ids[j][0]
+        if chain:
+            chains[i] = chain
+    return chains
+
+
+def _weight_cache(layer, sources):
+    """A dict on ``layer`` for weight parts and folded weights, reset when any of ``sources``
+    (the weight arrays it was made from) is replaced, e.g. by ``Net.load_weights``."""
+    cache = getattr(layer, "_lrp_cache", None)
+    if cache is None or len(cache["sources"]) != len(sources) or any(
+            a is not b for a, b in zip(cache["sources"], sources)):
+        cache = {"sources": tuple(sources)}
+        layer._lrp_cache = cache
+    return cache
+
+
+def _linear_parameters(net, i, chain):
+    """(W, b or None, cache) of linear layer i, with the affine layers of ``chain`` folded in:
+    W' = a W (per output row), b' = a b + c (a, c composed along the chain)."""
+    layer = net._layers[i]
+    W = layer.weight_matrix() if layer.type == "InnerProduct" else layer.blobs[0]
+    b = layer.blobs[1] if layer.bias_term else None
+    if not chain:
+        return W, b, _weight_cache(layer, layer.blobs)
+    affine = [net._layers[j] for j in chain]
+    cache = _weight_cache(layer, list(layer.blobs) + [w for a in affine for w in a.blobs])
+    if "folded" not in cache:
+        o = W.shape[0]
+        a = np.ones(o, np.float32)
+        c = np.zeros(o, np.float32) if b is None else np.asarray(b, np.float32).copy()
+        for aff in affine:
+            a_k, c_k = _channel_affine(aff, o)
+            a, c = a_k * a, a_k * c + c_k
+        Wf = (np.asarray(W, np.float32).reshape(o, -1) * a[:, None]).reshape(W.shape)
+        cache["folded"] = (np.ascontiguousarray(Wf, dtype=np.float32), c.astype(np.float32))
+    Wf, bf = cache["folded"]
+    return Wf, bf, cache
+
+
+def _standalone_affine(layer, x):
+    """(a, c) broadcastable against x for a BatchNorm / Scale / Bias layer that is not folded."""
+    if layer.type == "BatchNorm":
+        mean, inv_std = layer.mean_and_inv_std()
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return inv_std.reshape(shape), (-mean * inv_std).astype(np.float32).reshape(shape)
+    if len(layer.param.bottom) != 1:
+        raise UnsupportedLayerError("layer %d '%s' (%s) takes its factors from a second bottom "
+                                    "blob; caffelrp has no relevance rule for that"
+                                    % (layer.index, layer.name, layer.type))
+    if layer.type == "Scale":
+        return layer.factors([x])
+    return np.float32(1), layer.broadcast(x.shape, layer.blobs[0], layer.axis)
+
+
+def _eltwise(layer, xs, y, r):
+    """Eltwise SUM: split in proportion to the contributions c_k x_k / y (equal shares where
+    y == 0); MAX: all to the first maximal bottom (like max pooling)."""
+    if layer.operation == EltwiseOp.SUM:
+        nonzero = y != 0
+        ratio = np.where(nonzero, r / np.where(nonzero, y, np.float32(1)), np.float32(0))
+        even = np.where(nonzero, np.float32(0), r / np.float32(len(xs)))
+        return [(np.float32(c) * x * ratio + even).astype(np.float32)
+                for c, x in zip(layer.coeff, xs)]
+    if layer.operation == EltwiseOp.MAX:
+        taken = np.zeros(y.shape, dtype=bool)
+        out = []
+        for x in xs:
+            mine = (x == y) & ~taken
+            taken |= mine
+            out.append(np.where(mine, r, np.float32(0)).astype(np.float32))
+        return out
+    raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
+                                % (layer.index, layer.name))
+
+
+def _linear(layer, x, r, rule, W, b, z, cache):
     if layer.type == "InnerProduct":
         m = int(np.prod(x.shape[:layer.axis]))
-        a = x.reshape(m, layer.k)
-        b = layer.blobs[1] if layer.bias_term else None
-        out = rule.dense(a, layer.weight_matrix(), b, r.reshape(m, -1))
+        out = rule.dense(x.reshape(m, layer.k), W, b, r.reshape(m, -1), z=z.reshape(m, -1),
+                         cache=cache, input_shape=x.shape)
         return out.reshape(x.shape)
-    g = layer.geometry
-    b = layer.blobs[1] if layer.bias_term else None
-    return rule.conv(x, layer.blobs[0], b, r, g.args(), layer.group)
+    return rule.conv(x, W, b, r, layer.geometry.args(), layer.group, z=z, cache=cache)
+
+
+def _bounds(x, mean, bounds):
+    """(low, high) of the input for z^B: ``bounds`` as given, or 0 - mean .. 255 - mean."""
+    if bounds is not None:
+        low, high = bounds
+        return np.asarray(low, np.float32), np.asarray(high, np.float32)
+    if mean is None:
+        return None
+    m = np.asarray(mean, dtype=np.float32)
+    c = x.shape[1]
+    if m.ndim == 1 and m.size == c:
+        m = m.reshape(1, c, 1, 1)
+    elif m.ndim == 3 and m.shape == x.shape[1:]:
+        m = m[None]
+    elif m.ndim != 0:
+        raise ValueError("mean must be one value per channel (%d) or an image %s, got shape %s"
+                         % (c, tuple(x.shape[1:]), m.shape))
+    return (np.float32(0) - m).astype(np.float32), (np.float32(255) - m).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- the pass
-def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
-              start="highest-ip", return_classes=False):
-    """Relevance of the net input for ``x`` (float32 (N, C, H, W), BGR as fed to the net).
+LedgerRow = namedtuple("LedgerRow", "index name type rule relevance_in relevance_out")
 
-    ``rule``: the original's formula number (see ``composites.COMPOSITES``); ``eps`` its
-    epsstab; ``beta`` its alphabeta_beta (alpha = 1 + beta); ``switch_layer`` the aux index
-    (used by 102, 104, 114, 54, 56, 58, 60; must be >= 0 for them). With ``return_classes`` also the explained classes per image.
+
+class RelevanceResult:
+    """One relevance pass, in full.
+
+    ``input``: float32 (N, C, H, W), the relevance of the network input (what ``relevance``
+    returns); ``classes``: per image, the explained classes; ``injected``: (N,) the relevance put
+    in at the top (sum of the explained logits); ``blobs``: {blob name: relevance} for every blob
+    the pass reached (for a blob rewritten by in-place layers, the relevance at the output of the
+    layer that produced it); ``ledger``: per layer in the order of the pass, a ``LedgerRow`` with
+    the per-image sums of relevance arriving at its tops and leaving through its bottoms, so that
+    absorption (bias, stabiliser) and creation (LRN, flat in convolutions) can be located.
     """
-    if rule not in supported_formulas():
-        raise ValueError("formula type %r is not supported; supported: %s"
-                         % (rule, supported_formulas()))
-    relu_mode, pool_mode = behaviour(rule, "ReLU"), behaviour(rule, "Pooling")
-    lrn_mode, output_mode = behaviour(rule, "LRN"), behaviour(rule, "output")
+
+    def __init__(self, input, classes, injected, blobs, ledger):
+        self.input, self.classes, self.injected = input, classes, injected
+        self.blobs, self.ledger = blobs, ledger
+
+    def ledger_text(self, image=0):
+        """The ledger of one image as a table."""
+        lines = ["%5s  %-28s %-13s %-26s %14s %14s %9s" % (
+            "index", "layer", "type", "rule", "R in", "R out", "out/in")]
+        for row in self.ledger:
+            r_in, r_out = row.relevance_in[image], row.relevance_out[image]
+            ratio = "%9.4f" % (r_out / r_in) if r_in != 0 else "%9s" % "-"
+            lines.append("%5d  %-28s %-13s %-26s %14.6g %14.6g %s" % (
+                row.index, row.name[:28], row.type, row.rule[:26], r_in, r_out, ratio))
+        lines.append("injected %.6g, input total %.6g" % (
+            self.injected[image], self.input[image].sum(dtype=np.float64)))
+        return "\n".join(lines)
+
+
+def _per_image_sum(arrays):
+    total = None
+    for a in arrays:
+        s = a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
+        total = s if total is None else total + s
+    return total
+
+
+def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
+              start="highest-ip", return_classes=False, gamma=0.25, mean=None, bounds=None):
+    """Relevance of the net input for ``x`` (float32 (N, C, H, W), as fed to the net).
+
+    ``rule``: the original's formula number or a readable name (``composites.NAMES``,
+    ``composites.COMPOSITES``); ``eps`` its epsstab; ``beta`` its alphabeta_beta (alpha = 1 +
+    beta); ``switch_layer`` the aux index (used by 102, 104, 114, 54, 56, 58, 60; must be >= 0 for
+    them); ``gamma`` the gamma rule's parameter; ``mean`` (the mean preprocessing subtracted, per
+    channel or an image) or ``bounds`` = (low, high) for the z^B rule. With ``return_classes`` also
+    the explained classes per image.
+    """
+    result = relevance_details(net, x, rule, eps, beta, switch_layer, target, start, gamma, mean,
+                               bounds, record=False)
+    return (result.input, result.classes) if return_classes else result.input
+
+
+def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
+                      start="highest-ip", gamma=0.25, mean=None, bounds=None, record=True):
+    """Like ``relevance``, returning a ``RelevanceResult`` with the relevance of every blob and the
+    conservation ledger (``record=False`` skips both)."""
+    key = resolve(rule)
+    relu_mode, pool_mode = behaviour(key, "ReLU"), behaviour(key, "Pooling")
+    lrn_mode, output_mode = behaviour(key, "LRN"), behaviour(key, "output")
     net.forward(x)
     values = net._values
+    input_id = net._inputs[0][1]
+    settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer, gamma=gamma,
+                        bounds=_bounds(values[input_id], mean, bounds))
     top = _injection_layer(net, start)
     inj_top = net._top_ids[top][0]
     logits = values[inj_top]
@@ -218,7 +426,11 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
     for nidx, per in enumerate(classes):
         for c in per:
             flat_r[nidx, c] = flat_l[nidx, c]
+    injected = flat_r.sum(axis=1, dtype=np.float64)
 
+    chains = _affine_chains(net)
+    folded = {j: i for i, chain in chains.items() for j in chain}
+    ledger = []
     for i in range(top, -1, -1):
         layer = net._layers[i]
         if layer.is_input:
@@ -228,14 +440,17 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
             continue  # nothing reached this layer (e.g. a Softmax above the injection)
         r_tops = [rel[t] if t in rel else np.zeros_like(values[t]) for t in tops]
         t = layer.type
+        applied = t
         if t in PASS_THROUGH or (t == "Split" and len(tops) == 1) or (
-                t == "Concat" and len(bottoms) == 1):
+                t == "Concat" and len(bottoms) == 1) or i in folded:
             rel[bottoms[0]] = r_tops[0]
+            applied = "folded into layer %d" % folded[i] if i in folded else "identity"
         elif t == "Split":
             total = r_tops[0].copy()
             for extra in r_tops[1:]:
                 total += extra
             rel[bottoms[0]] = total
+            applied = "sum"
         elif t == "Concat":
             offset = 0
             for b in bottoms:
@@ -244,12 +459,29 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
                 index[layer.axis] = slice(offset, offset + size)
                 rel[b] = np.ascontiguousarray(r_tops[0][tuple(index)])
                 offset += size
+            applied = "slice"
         elif t in ("Convolution", "InnerProduct"):
-            r = rule_for(rule, t, i, eps=eps, beta=beta, switch_layer=switch_layer)
-            for b, rt in zip(bottoms, r_tops):
-                rel[b] = _linear(net, i, layer, values[b], rt, r)
+            first = input_id in bottoms
+            r = rule_for(key, t, i, first=first, settings=settings)
+            chain = chains.get(i, [])
+            W, b, cache = _linear_parameters(net, i, chain)
+            z = values[net._top_ids[chain[-1]][0] if chain else tops[0]]
+            rel[bottoms[0]] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
+            applied = repr(r) + (" (+%d folded)" % len(chain) if chain else "")
+        elif t in AFFINE:
+            r = rule_for(key, "Convolution", i, first=input_id in bottoms, settings=settings)
+            xb = values[bottoms[0]]
+            a, c = _standalone_affine(layer, xb)
+            rel[bottoms[0]] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
+            applied = repr(r) + " (per channel)"
+        elif t == "Eltwise":
+            for b, rb in zip(bottoms, _eltwise(layer, [values[b] for b in bottoms],
+                                               values[tops[0]], r_tops[0])):
+                rel[b] = rb
+            applied = "proportional" if layer.operation == EltwiseOp.SUM else "winner"
         elif t == "ReLU":
             rel[bottoms[0]] = _relu(relu_mode, layer, values[bottoms[0]], r_tops[0])
+            applied = relu_mode
         elif t == "Pooling":
             xb = values[bottoms[0]]
             if layer.method == MAX:
@@ -257,18 +489,22 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
             else:
                 fn = _ave_pool_gradient if pool_mode == "gradient" else _ave_pool
             rel[bottoms[0]] = fn(layer, xb, r_tops[0])
+            applied = pool_mode
         elif t == "LRN":
             if lrn_mode == "gradient":
                 rel[bottoms[0]] = _lrn_gradient(layer, values[bottoms[0]], values[tops[0]],
                                                 r_tops[0])
             else:
                 rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
+            applied = lrn_mode
         else:
-            raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule in the "
-                                        "original (spec 2.1)" % (i, layer.name, t))
+            raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule (the "
+                                        "original has none either, spec 2.1)" % (i, layer.name, t))
+        if record:
+            ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
+                                    _per_image_sum([rel[b] for b in bottoms])))
         if _trace is not None:
             _trace(i, {b: rel[b] for b in bottoms})
-    input_id = net._inputs[0][1]
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
@@ -278,4 +514,9 @@ def relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5"
     elif output_mode is not None:
         raise ValueError("unknown output behaviour %r" % output_mode)
     out = np.ascontiguousarray(out, dtype=np.float32)
-    return (out, classes) if return_classes else out
+    blobs = {}
+    if record:
+        for bid in sorted(rel):   # lowest version of a name first: the producer's output
+            blobs.setdefault(net._blob_names[bid], rel[bid])
+        blobs[net._blob_names[input_id]] = out
+    return RelevanceResult(out, classes, injected, blobs, ledger)
