@@ -34,7 +34,7 @@ caffelrp's composites (Kohlbrenner et al., "Towards best practice in explaining 
 decisions with LRP", arXiv:1910.09840; Montavon et al., "Layer-wise relevance propagation: an
 overview", 2019): "zplus" (z+ everywhere), "gamma" (gamma on convolutions, epsilon on inner
 products), "epsilon-plus" (z+ on convolutions, epsilon on inner products), "epsilon-plus-flat"
-(the same with flat on the first layer), "epsilon-gamma-box" (z^B on the first layer, gamma on the
+(the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the first layer, gamma on the
 other convolutions, epsilon on inner products).
 """
 from collections import namedtuple
@@ -68,6 +68,10 @@ def ALPHA_BETA(where, s):
 
 def FLAT(where, s):
     return flat()
+
+
+def FLAT_CONSERVATIVE(where, s):
+    return flat(conservative=True)
 
 
 def W_SQUARE(where, s):
@@ -145,7 +149,7 @@ COMPOSITES = {
     "zplus": _linear(ZPLUS),
     "gamma": _linear(GAMMA, EPSILON),
     "epsilon-plus": _linear(ZPLUS, EPSILON),
-    "epsilon-plus-flat": _linear(first_layer(FLAT, ZPLUS), EPSILON),
+    "epsilon-plus-flat": _linear(first_layer(FLAT_CONSERVATIVE, ZPLUS), EPSILON),
     "epsilon-gamma-box": _linear(first_layer(Z_BOX, GAMMA), EPSILON),
 }
 

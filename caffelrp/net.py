@@ -20,6 +20,7 @@ import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
 from .attribution.lrp import relevance as _lrp_relevance
+from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import read_net_prototxt
@@ -400,17 +401,33 @@ class Net:
         return {name: values[self._latest[name]] for name in self.outputs}
 
     def relevance(self, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
-                  start="highest-ip"):
+                  start="highest-ip", gamma=0.25, mean=None, bounds=None):
         """LRP relevance of the input pixels, float32 (N, C, H, W), as the LRP Toolbox computes it.
 
-        ``rule`` is the original's ``relpropformulatype`` (0 epsilon, 2 alpha-beta, 100 composite
-        so far); ``eps``, ``beta`` and ``switch_layer`` are its ``epsstab``, ``alphabeta_beta`` and
-        ``auxiliaryvariable_maxlayerindexforflatdistinconv``; ``target`` is "top5", "top1", a class
-        index or one entry per image; ``start`` is "highest-ip", "below-softmax" or a layer index.
-        See ``caffelrp.attribution.lrp``.
+        ``rule``: the original's ``relpropformulatype`` (0 epsilon, 2 alpha-beta, 100 composite,
+        102, 104, 114, 54, 56, 58, 60, 22, 6, 8, 18, 26 deconvnet, 166 guided backprop, 11
+        gradient, 99 sensitivity) or a readable name ("epsilon", "alphabeta", "composite", ...,
+        and caffelrp's "zplus", "gamma", "epsilon-plus", "epsilon-plus-flat",
+        "epsilon-gamma-box"); ``eps``, ``beta`` and ``switch_layer`` are the original's
+        ``epsstab``, ``alphabeta_beta`` and ``auxiliaryvariable_maxlayerindexforflatdistinconv``;
+        ``gamma`` the gamma rule's parameter; ``mean`` (the mean preprocessing subtracted: per
+        channel or an image, in the net's channel order) or ``bounds`` = (low, high) give the
+        input range for z^B; ``target`` is "top5", "top1", a class index or one entry per image;
+        ``start`` is "highest-ip", "below-softmax", a layer name or a layer index.
+        See ``caffelrp.attribution.lrp``; ``relevance_details`` also returns every blob's
+        relevance and the conservation ledger.
         """
         return _lrp_relevance(self, x, rule=rule, eps=eps, beta=beta, switch_layer=switch_layer,
-                              target=target, start=start)
+                              target=target, start=start, gamma=gamma, mean=mean, bounds=bounds)
+
+    def relevance_details(self, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
+                          start="highest-ip", gamma=0.25, mean=None, bounds=None):
+        """``relevance`` with everything it computed: a ``RelevanceResult`` with ``input`` (what
+        ``relevance`` returns), ``classes``, ``injected``, ``blobs`` ({blob name: relevance})
+        and ``ledger`` (per layer, the relevance arriving and leaving; ``ledger_text()``)."""
+        return _lrp_relevance_details(self, x, rule=rule, eps=eps, beta=beta,
+                                      switch_layer=switch_layer, target=target, start=start,
+                                      gamma=gamma, mean=mean, bounds=bounds)
 
     # -- introspection -------------------------------------------------------------------------
     @property

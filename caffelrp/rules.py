@@ -395,11 +395,16 @@ class Flat(Rule):
     """
     name = "flat"
 
+    def __init__(self, conservative=False):
+        # conservative: a convolution divides by the whole receptive field (C_in/group * kh*kw),
+        # as the flat rule of Kohlbrenner et al. (arXiv:1910.09840) does; the original does not
+        self.conservative = conservative
+
     def columns(self, X, lin, R, z=None, aux=()):
         return self._uniform(X, lin, R, lin.fan_in)
 
     def conv_columns(self, X, lin, R, z, aux, spatial):
-        return self._uniform(X, lin, R, spatial)
+        return self._uniform(X, lin, R, lin.fan_in if self.conservative else spatial)
 
     @staticmethod
     def _uniform(X, lin, R, denom):
@@ -407,7 +412,7 @@ class Flat(Rule):
         return np.ascontiguousarray(np.broadcast_to(spread, X.shape), dtype=np.float32)
 
     def __repr__(self):
-        return "flat"
+        return "flat(conservative)" if self.conservative else "flat"
 
 
 class WSquare(Rule):
@@ -438,8 +443,8 @@ class Backprojection(Rule):
         return "backprojection"
 
 
-def flat():
-    return Flat()
+def flat(conservative=False):
+    return Flat(conservative)
 
 
 def w_square():

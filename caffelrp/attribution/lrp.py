@@ -365,13 +365,13 @@ class RelevanceResult:
 
     def ledger_text(self, image=0):
         """The ledger of one image as a table."""
-        lines = ["%5s  %-28s %-13s %-26s %14s %14s %9s" % (
+        lines = ["%5s  %-28s %-13s %-34s %14s %14s %9s" % (
             "index", "layer", "type", "rule", "R in", "R out", "out/in")]
         for row in self.ledger:
             r_in, r_out = row.relevance_in[image], row.relevance_out[image]
             ratio = "%9.4f" % (r_out / r_in) if r_in != 0 else "%9s" % "-"
-            lines.append("%5d  %-28s %-13s %-26s %14.6g %14.6g %s" % (
-                row.index, row.name[:28], row.type, row.rule[:26], r_in, r_out, ratio))
+            lines.append("%5d  %-28s %-13s %-34s %14.6g %14.6g %s" % (
+                row.index, row.name[:28], row.type, row.rule[:34], r_in, r_out, ratio))
         lines.append("injected %.6g, input total %.6g" % (
             self.injected[image], self.input[image].sum(dtype=np.float64)))
         return "\n".join(lines)
