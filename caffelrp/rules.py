@@ -27,6 +27,8 @@ import numpy as np
 
 from .kernels.gemm import matmul
 from .kernels.im2col import col2im, im2col
+from .kernels.lrp_ratios import (alpha_beta_ratios, epsilon_ratio, multiply_into,
+                                 signed_product)
 from .threads import get_num_threads, threads_for
 
 WEIGHT_PARTS = ("all", "positive", "negative", "square")
@@ -55,6 +57,48 @@ def _product(a, b):
 def _divide_where(r, z, keep):
     """r / z where ``keep``, else 0 (float32)."""
     return np.where(keep, r / np.where(keep, z, np.float32(1)), np.float32(0)).astype(np.float32)
+
+
+def _is_matrix(*arrays):
+    return all(a.ndim == 2 and a.dtype == np.float32 for a in arrays)
+
+
+def _times_input(X, g):
+    """x_i * g_i, written into g (a fresh product) when the fused kernel can."""
+    if _is_matrix(X, g) and g.flags.writeable:
+        multiply_into(X, g, threads_for(g.size))
+        return g
+    return (X * g).astype(np.float32, copy=False)
+
+
+def _epsilon_ratio(R, z, eps):
+    """R / (z + eps sign(z)), R itself where z == 0 (spec 2.2 EPS)."""
+    if _is_matrix(R, z):
+        out = np.empty(R.shape, dtype=np.float32)
+        epsilon_ratio(R, z, eps, out, threads_for(out.size))
+        return out
+    denom = np.where(z > 0, z + eps, np.where(z < 0, z - eps, np.float32(1)))
+    return (R / denom).astype(np.float32)
+
+
+def _alpha_beta_ratios(R, zp, z, bias_p, offset, alpha, beta):
+    """(alpha R / z+ where z+ > 0, beta R / z- where z- < 0) with z+ = zp + bias_p and
+    z- = z - z+ - offset (see caffelrp.kernels.lrp_ratios); the second is None for beta == 0."""
+    rows = R.shape[0]
+    if _is_matrix(R, zp) and (z is None or _is_matrix(z)) and zp.flags.writeable:
+        bp = np.zeros(rows, np.float32) if bias_p is None else _f32(bias_p.reshape(-1))
+        off = np.zeros(rows, np.float32) if offset is None else _f32(offset.reshape(-1))
+        sp = np.empty(R.shape, dtype=np.float32)
+        sn = np.empty(R.shape, dtype=np.float32) if beta > 0 else sp
+        alpha_beta_ratios(R, zp, zp if z is None else z, bp, off, alpha, beta, sp, sn,
+                          threads_for(R.size))
+        return sp, (sn if beta > 0 else None)
+    zp = zp if bias_p is None else zp + bias_p
+    sp = alpha * _divide_where(R, zp, zp > 0)
+    if beta == 0:
+        return sp, None
+    zn = z - zp if offset is None else z - zp - offset
+    return sp, beta * _divide_where(R, zn, zn < 0)
 
 
 # ---------------------------------------------------------------------------- linear maps
@@ -178,10 +222,11 @@ class Rule:
     name = "rule"
     needs_z = False   # whether ``columns`` uses the forward pre-activation z
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         """Relevance (K, P) of the column entries X (K, P) of the linear map ``lin`` for the upper
         relevance R (O, P); ``z`` the forward pre-activation (O, P) or None (computed);
-        ``aux`` the columns of ``aux_images`` (same layout as X)."""
+        ``aux`` the columns of ``aux_images`` (same layout as X); ``nonnegative`` whether X has
+        no negative entry, when the caller knows."""
         raise NotImplementedError
 
     def aux_images(self, x):
@@ -203,7 +248,8 @@ class Rule:
         aux = tuple(np.broadcast_to(np.asarray(v, np.float32), shape).reshape(a.shape).T
                     for v in self.aux_images(a))
         zt = None if z is None else np.asarray(z, dtype=np.float32).T
-        out = self.columns(a.T, lin, np.asarray(R, dtype=np.float32).T, zt, aux)
+        out = self.columns(a.T, lin, np.asarray(R, dtype=np.float32).T, zt, aux,
+                           not (a < 0).any())
         return _f32(out.T)
 
     def conv(self, x, W, b, R, geometry, group=1, z=None, cache=None):
@@ -225,6 +271,7 @@ class Rule:
                               for v in self.aux_images(x))
         out = np.empty_like(x)
         threads = get_num_threads()
+        nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
         for i in range(n):
             cols = []
             for image in images:
@@ -238,13 +285,13 @@ class Rule:
                 rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
                 rel[rows] = self.conv_columns(
                     cols[0][rows], lin, r_i[outs], None if z_i is None else z_i[outs],
-                    tuple(col[rows] for col in cols[1:]), kh * kw)
+                    tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
             col2im(rel, 1, c, h, w, *geometry, oh, ow, out[i:i + 1], threads)
         return out
 
-    def conv_columns(self, X, lin, R, z, aux, spatial):
+    def conv_columns(self, X, lin, R, z, aux, spatial, nonnegative=None):
         """``columns`` for one group of a convolution; ``spatial`` = kh * kw."""
-        return self.columns(X, lin, R, z, aux)
+        return self.columns(X, lin, R, z, aux, nonnegative)
 
 
 class Epsilon(Rule):
@@ -254,12 +301,10 @@ class Epsilon(Rule):
     def __init__(self, eps):
         self.eps = np.float32(eps)
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         if z is None:
             z = _with_bias(lin.forward(X), lin)
-        denom = np.where(z > 0, z + self.eps, np.where(z < 0, z - self.eps, np.float32(1)))
-        s = (R / denom).astype(np.float32)  # z == 0: R passed on undivided
-        return X * lin.backward(s)
+        return _times_input(X, lin.backward(_epsilon_ratio(R, z, self.eps)))
 
     def __repr__(self):
         return "epsilon(%g)" % self.eps
@@ -284,43 +329,59 @@ class AlphaBeta(Rule):
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
         self.use_bias = bias
 
-    def columns(self, X, lin, R, z=None, aux=()):
-        nonnegative = not (X < 0).any()
+    def aux_images(self, x):
+        """Inputs of both signs (the first layer): their positive and negative parts, split on
+        the image before im2col (fewer entries than in the column matrix)."""
+        if not (x < 0).any():
+            return ()
+        return (np.maximum(x, np.float32(0)), np.minimum(x, np.float32(0)))
+
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
+        if aux:
+            nonnegative = False
+            xp, xn = aux
+        elif nonnegative is None:
+            nonnegative = not (X < 0).any()
+        if not nonnegative and not aux:
+            xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
         if nonnegative:   # after a ReLU or pooling: x- = 0, one product fewer
             zp = lin.forward(X, "positive")
         else:
-            xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
             zp = lin.forward(xp, "positive")
             zp += lin.forward(xn, "negative")
-        bias_p = lin.bias("positive") if self.use_bias else None
-        z_all = None
+        offset = None
         if self.beta > 0:
-            # z- = z - z+ (sum of all products = sum of positive + sum of negative ones, and
-            # b = b+ + b-): one product fewer than forming the negative products again.
-            z_all = lin.forward(X) if z is None else (
-                z if lin.b is None else z - lin.bias())
-        if bias_p is not None:
-            zp = zp + bias_p
-        sp = _divide_where(R, zp, zp > 0)
-        if self.beta > 0:
-            zn = z_all - (zp if bias_p is None else zp - bias_p)
-            bias_n = lin.bias("negative") if self.use_bias else None
-            if bias_n is not None:
-                zn = zn + bias_n
-            sn = _divide_where(R, zn, zn < 0)
+            # z- = z - z+: the sum of all products is that of the positive plus the negative
+            # ones, and b = b+ + b- -- one product fewer than forming the negative ones again.
+            # Without the bias (z+ rule) z- must not contain b-: subtract all of b.
+            if z is None:
+                z = _with_bias(lin.forward(X), lin)
+            if not self.use_bias:
+                offset = lin.bias()
+        sp, sn = _alpha_beta_ratios(R, zp, z, lin.bias("positive") if self.use_bias else None,
+                                    offset, self.alpha, self.beta)
         if nonnegative:
-            # R_i = x_i [alpha sum_j w+_ij s+_j - beta sum_j w-_ij s-_j], with w- = w - w+
-            if self.beta > 0:
-                g = lin.backward(self.alpha * sp + self.beta * sn, "positive")
-                g -= lin.backward(self.beta * sn)
+            # R_i = x_i [sum_j w+_ij alpha s+_j - sum_j w-_ij beta s-_j], with w- = w - w+
+            if sn is None:
+                g = lin.backward(sp, "positive")
             else:
-                g = lin.backward(self.alpha * sp, "positive")
-            return X * g
-        out = self.alpha * (xp * lin.backward(sp, "positive") + xn * lin.backward(sp, "negative"))
-        if self.beta > 0:
-            out -= self.beta * (xn * lin.backward(sn, "positive") +
-                                xp * lin.backward(sn, "negative"))
-        return out.astype(np.float32, copy=False)
+                g = lin.backward(sp + sn, "positive")
+                g -= lin.backward(sn)
+            return _times_input(X, g)
+        # x+ meets w+ s+ and w- s-, x- meets w- s+ and w+ s- (alpha, beta inside s+, s-):
+        # R_i = x_i [sum_j w+ s+ - w- s-] for x_i > 0, x_i [sum_j w- s+ - w+ s-] for x_i < 0
+        if sn is None:
+            pos, neg = lin.backward(sp, "positive"), lin.backward(sp, "negative")
+        else:
+            q = lin.backward(sp + sn, "positive")            # w+ s+ + w+ s-
+            pos = lin.backward(sn)                           # w s- = w+ s- + w- s-
+            np.subtract(q, pos, out=pos)                     # w+ s+ - w- s- (uses w- = w - w+)
+            neg = lin.backward(sp)
+            np.subtract(neg, q, out=neg)                     # w- s+ - w+ s-
+        if _is_matrix(X, pos, neg):
+            signed_product(X, pos, neg, pos, threads_for(pos.size))
+            return pos
+        return np.where(X > 0, X * pos, X * neg).astype(np.float32)
 
     def __repr__(self):
         if not self.use_bias and self.beta == 0:
@@ -341,7 +402,7 @@ class Gamma(Rule):
             raise ValueError("the gamma rule needs gamma >= 0, got %g" % gamma)
         self.gamma, self.eps = np.float32(gamma), np.float32(eps)
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         if z is None:
             z = _with_bias(lin.forward(X), lin)
         zg = z + self.gamma * _with_bias(lin.forward(X, "positive"), lin, "positive")
@@ -368,7 +429,7 @@ class ZBox(Rule):
     def aux_images(self, x):
         return (self.low, self.high)
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         low, high = aux
         q = lin.forward(X)
         q -= lin.forward(low, "positive")
@@ -400,10 +461,10 @@ class Flat(Rule):
         # as the flat rule of Kohlbrenner et al. (arXiv:1910.09840) does; the original does not
         self.conservative = conservative
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         return self._uniform(X, lin, R, lin.fan_in)
 
-    def conv_columns(self, X, lin, R, z, aux, spatial):
+    def conv_columns(self, X, lin, R, z, aux, spatial, nonnegative=None):
         return self._uniform(X, lin, R, lin.fan_in if self.conservative else spatial)
 
     @staticmethod
@@ -421,7 +482,7 @@ class WSquare(Rule):
     No input data, no bias."""
     name = "w_square"
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         denom = lin.square_row_sums()
         denom = denom[:, None] if np.ndim(denom) == 1 else denom
         s = _divide_where(R, denom, denom > 0)
@@ -436,7 +497,7 @@ class Backprojection(Rule):
     The original's DECONV (types 26, 166) and the gradient of a linear layer (types 11, 99)."""
     name = "backprojection"
 
-    def columns(self, X, lin, R, z=None, aux=()):
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         return np.broadcast_to(lin.backward(R), X.shape).astype(np.float32)
 
     def __repr__(self):
