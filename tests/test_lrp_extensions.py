@@ -10,6 +10,7 @@ import pytest
 
 import caffelrp
 from caffelrp.errors import UnsupportedLayerError
+from caffelrp.layers.pooling import MAX
 from caffelrp.rules import gamma, zbox, zplus
 from netutil import layer, make_net, randomize
 from test_lrp_rules import close, conv_forward, f32
@@ -400,3 +401,33 @@ def test_resnet_tiny_gets_heatmaps_with_every_rule():
             else {}
         r = net.relevance(x, rule=rule, switch_layer=3, **kwargs)
         assert r.shape == x.shape and np.isfinite(r).all() and np.abs(r).sum() > 0, rule
+
+
+# ------------------------------------------------------- GoogLeNet: inception routing
+def test_googlenet_ledger_conserves_through_inception_routing():
+    """The bundled GoogLeNet (seeded He-scaled weights, zero biases), alpha-beta with beta 0:
+    every Split, Concat, max pooling, ReLU, Dropout and convolution passes on exactly what it
+    receives (1e-4); only LRN and the AVE pools (the original's rules) may change the total. No
+    public reference exists for GoogLeNet; this checks the graph walk on 9 inception blocks."""
+    from pathlib import Path
+    prototxt = Path(__file__).resolve().parents[1] / "models" / "bvlc_googlenet" / \
+        "deploy.prototxt"
+    net = caffelrp.Net(str(prototxt), allow_missing_weights=True)
+    net.reshape([(1, 3, 224, 224)])
+    rng = np.random.default_rng(91)
+    for blobs in net.params.values():
+        fan_in = int(np.prod(blobs[0].shape[1:]))
+        blobs[0][...] = rng.standard_normal(blobs[0].shape) * np.sqrt(2.0 / fan_in)
+        blobs[1][...] = 0
+    x = f32(rng.uniform(-120, 130, (1, 3, 224, 224)))
+    res = net.relevance_details(x, rule=2, beta=0.0, target="top5")
+    kinds = set()
+    for row in res.ledger:
+        if row.type == "LRN" or (row.type == "Pooling" and net.layer(row.index).method != MAX):
+            continue
+        kinds.add(row.type)
+        np.testing.assert_allclose(row.relevance_out, row.relevance_in, rtol=1e-4,
+                                   err_msg="%d %s" % (row.index, row.name))
+    assert {"Split", "Concat", "Pooling", "Convolution", "InnerProduct", "ReLU",
+            "Dropout"} <= kinds
+    assert np.isfinite(res.input).all()
