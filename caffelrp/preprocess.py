@@ -1,9 +1,24 @@
-"""Turning an image file into a network input blob (BGR, 0..255, mean subtracted, N x C x H x W).
+"""Turning an image file into a network input blob (BGR, 0..255, mean subtracted, C x H x W).
 
-This is the plain pycaffe-style pipeline (caffe-format.md §4.1): resize the whole image to the
-network input, reorder RGB to BGR, subtract a mean pixel. The LRP toolbox's own pipeline
-(ImageMagick resize, centre crop with edge replication, transposed mean image) is added separately.
+Two pipelines:
+
+* ``image_to_blob``: the plain pycaffe-style one (caffe-format.md §4.1) used by ``classify``:
+  resize the whole image to the network input, RGB -> BGR, subtract a mean pixel.
+* ``toolbox_preprocess``: the LRP Toolbox demonstrator's (spec original-lrp.md §1.6), used by
+  ``explain`` and the original-compatible mode: ImageMagick 6 (Q16) resize so that the longer side
+  is ``base_size``, the demonstrator's centre crop with edge replication, its mean alignment, BGR.
+
+The ImageMagick resize is emulated in numpy (``imagemagick_resize``): separable windowed filter,
+Lanczos (3-lobe sinc-windowed sinc) when shrinking a true-colour image, Mitchell (B = C = 1/3)
+when enlarging or for palette images, support scaled by the shrink factor, weights normalised per
+output pixel, the two passes in ImageMagick's order with the intermediate image rounded to 16-bit
+quanta. On the public reference images it reproduces the original's input blobs to within float32
+rounding (see tests/test_preprocess.py for the bound).
 """
+from dataclasses import dataclass, field
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -12,13 +27,21 @@ from .errors import CaffeLRPError
 # The ImageNet mean pixel of the BVLC models, BGR (caffe-format.md §4.1).
 BVLC_MEAN_BGR = (104.00699, 116.66877, 122.67891)
 
+QUANTUM_RANGE = 65535.0   # ImageMagick Q16, as the official build links (spec 1.6 step 2)
+_EPSILON = 1e-15          # MagickEpsilon of ImageMagick 6
+
 
 class ImageError(CaffeLRPError):
     """An image file cannot be read or used."""
 
 
+class MeanError(CaffeLRPError):
+    """A mean file or mean value cannot be used."""
+
+
+# ------------------------------------------------------------------------------- reading
 def load_rgb(path):
-    """The image as float32 H x W x 3 RGB in 0..255."""
+    """The image as float32 H x W x 3 RGB in 0..255 (any mode Pillow converts; for ``classify``)."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -37,6 +60,321 @@ def load_rgb(path):
     return np.asarray(rgb, dtype=np.float32)
 
 
+@dataclass
+class SourceImage:
+    """An 8-bit RGB image as read for the toolbox pipeline."""
+    path: str
+    rgb: np.ndarray          # uint8 (H, W, 3)
+    palette: bool = False    # ImageMagick reads palette images as PseudoClass: Mitchell filter
+
+
+def _bit_depths(img):
+    """Raw modes of the decoder tiles (e.g. 'RGB;16B' for a 16-bit PNG that Pillow would
+    silently cut to 8 bits)."""
+    modes = []
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        raw = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(raw, str):
+            modes.append(raw)
+    return modes
+
+
+def read_image(path):
+    """Read an 8-bit RGB (or palette) image for the toolbox pipeline.
+
+    Refused with an ImageError naming the file: missing or unreadable files, grayscale, images with
+    an alpha channel or a transparent palette colour, 16-bit and float images, CMYK. The original
+    would convert some of these on its own terms (spec 1.6 step 3: grey duplicated, alpha dropped
+    without compositing); caffelrp asks for an explicit RGB file instead (issue 4, bad input).
+    """
+    path = str(path)
+    if Path(path).is_dir():
+        raise ImageError("%s: is a directory, not an image" % path)
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if any(";16" in m or m in ("I", "F") for m in _bit_depths(img)) or mode in (
+                    "I;16", "I;16B", "I;16L", "I", "F"):
+                raise ImageError("%s: 16-bit or float image (mode %s); caffelrp explains 8-bit "
+                                 "RGB images: convert it to 8-bit RGB first" % (path, mode))
+            if mode in ("L", "LA", "1", "La"):
+                raise ImageError("%s: grayscale image (mode %s); caffelrp explains RGB images: "
+                                 "convert it to RGB first" % (path, mode))
+            if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+                raise ImageError("%s: image with an alpha channel (mode %s); flatten it onto a "
+                                 "background and save it as RGB first" % (path, mode))
+            if mode not in ("RGB", "P"):
+                raise ImageError("%s: unsupported image mode %s; convert it to 8-bit RGB first"
+                                 % (path, mode))
+            img.load()
+            if mode == "P":
+                pal = img.getpalette() or []
+                grey = len(pal) >= 3 and all(pal[i] == pal[i + 1] == pal[i + 2]
+                                             for i in range(0, len(pal), 3))
+                if grey:
+                    raise ImageError("%s: grayscale image (palette of greys); caffelrp explains "
+                                     "RGB images: convert it to RGB first" % path)
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError("%s: no such file" % path) from None
+    except PermissionError:
+        raise ImageError("%s: permission denied" % path) from None
+    except UnidentifiedImageError:
+        raise ImageError("%s: not an image file (or a format Pillow cannot read)" % path) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError("%s: cannot read image: %s" % (path, e)) from None
+    return SourceImage(path, rgb, palette=(mode == "P"))
+
+
+# ------------------------------------------------------------------- ImageMagick resize
+def fit_geometry(width, height, base_size):
+    """The demonstrator's requested box and ImageMagick's aspect fit into it (spec 1.6 step 2):
+    box = round(cols*r) x round(rows*r), r = base / max(cols, rows); then
+    s = min(bw/cols, bh/rows) and the size floor(s*cols + 0.5) x floor(s*rows + 0.5), so the long
+    side can come out one short (640x426 -> 255x170). Returns (new_width, new_height)."""
+    r = base_size / max(width, height)
+    bw, bh = np.floor(width * r + 0.5), np.floor(height * r + 0.5)
+    s = min(bw / width, bh / height)
+    return int(max(np.floor(s * width + 0.5), 1)), int(max(np.floor(s * height + 0.5), 1))
+
+
+def _lanczos(x):
+    # 3-lobe sinc windowed by sinc(x/3); ImageMagick's rational sinc approximation differs from
+    # sin(pi x)/(pi x) by < 2.2e-8 relative, far below one Q16 quantum after normalisation
+    return np.where(x < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0)
+
+
+def _mitchell(x):
+    b = c = 1.0 / 3.0
+    inner = ((12 - 9 * b - 6 * c) * x ** 3 + (-18 + 12 * b + 6 * c) * x ** 2 + (6 - 2 * b)) / 6
+    outer = ((-b - 6 * c) * x ** 3 + (6 * b + 30 * c) * x ** 2 + (-12 * b - 48 * c) * x
+             + (8 * b + 24 * c)) / 6
+    return np.where(x < 1.0, inner, np.where(x < 2.0, outer, 0.0))
+
+
+FILTERS = {"lanczos": (_lanczos, 3.0), "mitchell": (_mitchell, 2.0)}
+
+
+def resize_weights(n_in, n_out, kernel="lanczos"):
+    """Dense (n_out, n_in) matrix of ImageMagick's normalised filter weights along one axis."""
+    function, support = FILTERS[kernel]
+    factor = n_out / n_in
+    scale = max(1.0 / factor + _EPSILON, 1.0)
+    support = scale * support
+    out = np.arange(n_out, dtype=np.float64)
+    bisect = (out + 0.5) / factor + _EPSILON
+    start = np.maximum(bisect - support + 0.5, 0.0).astype(np.int64)
+    stop = np.minimum(bisect + support + 0.5, n_in).astype(np.int64)
+    j = np.arange(n_in, dtype=np.float64)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < stop[:, None])
+    weights = np.where(inside, function(np.abs((j[None, :] - bisect[:, None] + 0.5) / scale)), 0.0)
+    density = weights.sum(axis=1, keepdims=True)
+    density[density == 0] = 1.0
+    return weights / density
+
+
+def _quantize(values):
+    # ClampToQuantum of a non-HDRI build: clip, then round half up
+    return np.floor(np.clip(values, 0.0, QUANTUM_RANGE) + 0.5)
+
+
+def imagemagick_resize(q16, width, height, kernel=None, palette=False):
+    """Resize float64 (H, W, C) Q16 values (0..65535) as ImageMagick 6 Q16 ``-resize WxH!`` does.
+
+    ``kernel`` None picks ImageMagick's default: Mitchell when enlarging (x_factor * y_factor > 1)
+    or for a palette image, else Lanczos. Returns float64 (height, width, C) integer Q16 values.
+    """
+    rows, cols = q16.shape[:2]
+    x_factor, y_factor = width / cols, height / rows
+    if kernel is None:
+        if x_factor == 1.0 and y_factor == 1.0:
+            return q16.copy()
+        kernel = "mitchell" if (palette or x_factor * y_factor > 1.0) else "lanczos"
+    wx = resize_weights(cols, width, kernel)
+    wy = resize_weights(rows, height, kernel)
+    if x_factor > y_factor:   # ImageMagick filters the more-enlarged (less-shrunk) axis first
+        tmp = _quantize(np.einsum("xj,ijc->ixc", wx, q16))
+        return _quantize(np.einsum("yi,ixc->yxc", wy, tmp))
+    tmp = _quantize(np.einsum("yi,ijc->yjc", wy, q16))
+    return _quantize(np.einsum("xj,yjc->yxc", wx, tmp))
+
+
+def toolbox_resize(image, base_size):
+    """The demonstrator's resize of an 8-bit image: float64 (h, w, 3) RGB on the 0..255 scale
+    (16-bit precision, not integers), longer side ~ base_size."""
+    rgb = image.rgb if isinstance(image, SourceImage) else np.asarray(image)
+    palette = image.palette if isinstance(image, SourceImage) else False
+    rows, cols = rgb.shape[:2]
+    width, height = fit_geometry(cols, rows, base_size)
+    q16 = rgb.astype(np.float64) * 257.0          # ScaleCharToQuantum for Q16
+    resized = imagemagick_resize(q16, width, height, palette=palette)
+    return resized / QUANTUM_RANGE * 255.0
+
+
+# ------------------------------------------------------------------------------- means
+@dataclass
+class Mean:
+    """A mean to subtract, BGR: a (3,) pixel or a (3, Hm, Wm) canvas *as the demonstrator indexes
+    it*, i.e. ``canvas[c, hm, wm]`` is the value it subtracts for mean row hm, column wm."""
+    values: np.ndarray
+    source: str = "BVLC mean pixel"
+    sha256: str = None
+
+    @property
+    def is_pixel(self):
+        return self.values.ndim == 1
+
+    def describe(self):
+        d = {"source": self.source}
+        if self.is_pixel:
+            d["bgr"] = [float(v) for v in self.values]
+        else:
+            d["shape"] = list(self.values.shape)
+            d["alignment"] = "LRP toolbox demonstrator (channel planes read column-major)"
+        if self.sha256:
+            d["sha256"] = self.sha256
+        return d
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _column_major_planes(vectors, height, width):
+    """The demonstrator copies each channel plane into a vector and indexes it as
+    [hm + wm * Hm] (README of the reference, 'mean read transposed'): element (hm, wm) of the
+    result is vector[hm + wm * height]."""
+    return np.ascontiguousarray(vectors.reshape(-1, width, height).transpose(0, 2, 1))
+
+
+def mean_pixel(bgr):
+    values = np.asarray(bgr, dtype=np.float64).reshape(-1)
+    if values.shape != (3,):
+        raise MeanError("a mean pixel has three values B,G,R, got %d" % values.size)
+    return Mean(values, source="pixel %s" % ",".join("%g" % v for v in values))
+
+
+def read_mean_file(path, kind=1):
+    """A mean file as the demonstrator reads it (spec 1.6 step 6). ``kind`` is the config's
+    use_mean_file_asbinaryprotoblob: 1 BlobProto with BGR planes, 2 BlobProto with RGB planes
+    (reversed on load), 0 text: ``C H W`` then per channel (BGR) the values column by column."""
+    from .io.caffemodel import read_mean_binaryproto
+    path = str(path)
+    if not Path(path).is_file():
+        raise MeanError("%s: mean file not found" % path)
+    if kind in (1, 2):
+        blob = read_mean_binaryproto(path).astype(np.float64)
+        if blob.shape[0] != 3:
+            raise MeanError("%s: the mean must have 3 channels, found %d" % (path, blob.shape[0]))
+        c, h, w = blob.shape
+        canvas = _column_major_planes(blob.reshape(c, -1), h, w)
+        if kind == 2:
+            canvas = canvas[::-1].copy()
+        layout = "BGR" if kind == 1 else "RGB"
+        return Mean(canvas, source="%s (binaryproto, %s)" % (path, layout),
+                    sha256=_file_sha256(path))
+    if kind == 0:
+        try:
+            tokens = Path(path).read_text().split()
+            c, h, w = (int(t) for t in tokens[:3])
+            values = np.array([float(t) for t in tokens[3:]], dtype=np.float64)
+        except (ValueError, UnicodeDecodeError):
+            raise MeanError("%s: a text mean file holds 'C H W' and then C*H*W numbers" % path) \
+                from None
+        if c != 3 or values.size != c * h * w:
+            raise MeanError("%s: header says %d x %d x %d (3 channels needed) and %d values follow"
+                            % (path, c, h, w, values.size))
+        canvas = _column_major_planes(values.reshape(c, -1), h, w)
+        return Mean(canvas, source="%s (text, BGR)" % path, sha256=_file_sha256(path))
+    raise MeanError("mean file kind must be 0 (text), 1 (binaryproto BGR) or 2 (binaryproto RGB), "
+                    "got %r" % kind)
+
+
+# ------------------------------------------------------------------------ crop and mean
+@dataclass
+class Preprocessed:
+    blob: np.ndarray          # float32 (3, H, W), BGR, mean subtracted: the network input
+    as_inputted: np.ndarray   # float64 (H, W, 3) RGB in [0, 1]: the crop before the mean
+    resized_hw: tuple         # (rows, cols) after the resize
+    info: dict = field(default_factory=dict)
+
+
+def _axis_indices(length, size, base_size, mean_length, crop_long, mean_offset_long):
+    """Image and mean indices along one axis of the demonstrator's crop (spec 1.6 step 5)."""
+    k = np.arange(size)
+    if crop_long:
+        return np.clip(mean_offset_long[0] + k, 0, length - 1), mean_offset_long[1] + k
+    if length >= size:
+        return (length - size) // 2 + k, (mean_length - size) // 2 + k
+    offset = (size - length) // 2
+    image = np.clip(k - offset, 0, length - 1)   # edge replication; the mean is NOT shifted
+    return image, image.copy()
+
+
+def toolbox_crop(resized, in_h, in_w, base_size, mean):
+    """The demonstrator's crop/pad of a resized RGB image (0..255) and its mean subtraction.
+
+    Returns (blob float32 (3, H, W) BGR, as_inputted float64 (H, W, 3) RGB in [0, 1])."""
+    hei, wid = resized.shape[:2]
+    border = (base_size - max(in_h, in_w)) // 2
+    if mean.is_pixel:
+        mh, mw = in_h, in_w
+        border_mean = 0
+    else:
+        mh, mw = mean.values.shape[1:]
+        border_mean = min((mh - in_h) // 2, (mw - in_w) // 2)
+    portrait = hei > wid
+    rows, mean_rows = _axis_indices(hei, in_h, base_size, mh, portrait, (border, border_mean))
+    cols, mean_cols = _axis_indices(wid, in_w, base_size, mw, not portrait, (border, border_mean))
+    crop = resized[rows[:, None], cols[None, :]]                    # (H, W, 3) RGB
+    if mean.is_pixel:
+        mean_rgb = mean.values[::-1][None, None, :]
+    else:
+        if mean_rows.max() >= mh or mean_cols.max() >= mw or min(mean_rows.min(),
+                                                                  mean_cols.min()) < 0:
+            raise MeanError("%s: the mean canvas %dx%d is too small for a %dx%d input at base "
+                            "size %d" % (mean.source, mh, mw, in_h, in_w, base_size))
+        canvas = mean.values[:, mean_rows[:, None], mean_cols[None, :]]   # (3, H, W) BGR
+        mean_rgb = canvas[::-1].transpose(1, 2, 0)
+    blob = (crop - mean_rgb)[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(blob, dtype=np.float32), crop / 255.0
+
+
+def toolbox_preprocess(image, in_h, in_w, base_size, mean):
+    """Image file (or SourceImage) -> the demonstrator's network input (spec 1.6)."""
+    if not isinstance(image, SourceImage):
+        image = read_image(image)
+    rows, cols = image.rgb.shape[:2]
+    if rows < in_h and cols < in_w:
+        raise ImageError("%s: image is %dx%d, smaller than the network input %dx%d"
+                         % (image.path, cols, rows, in_w, in_h))
+    if base_size < max(in_h, in_w):
+        raise CaffeLRPError("base size %d is smaller than the network input %dx%d"
+                            % (base_size, in_w, in_h))
+    resized = toolbox_resize(image, base_size)
+    blob, as_inputted = toolbox_crop(resized, in_h, in_w, base_size, mean)
+    info = {"pipeline": "lrp-toolbox", "resize": "ImageMagick 6 Q16 emulation, %s"
+            % ("mitchell" if image.palette or max(rows, cols) < base_size else "lanczos"),
+            "image_hw": [rows, cols], "base_size": base_size,
+            "resized_hw": list(resized.shape[:2]), "input_hw": [in_h, in_w],
+            "channel_order": "BGR", "mean": mean.describe()}
+    return Preprocessed(blob, as_inputted, tuple(resized.shape[:2]), info)
+
+
+def default_base_size(in_h, in_w):
+    """The toolbox's setting: 256 for the 224/227 ImageNet nets; otherwise the same ratio."""
+    side = max(in_h, in_w)
+    if 224 <= side <= 256:
+        return 256
+    return int(round(side * 256 / 227))
+
+
+# ------------------------------------------------------------------------- plain pipeline
 def image_to_blob(path, height, width, mean_bgr=BVLC_MEAN_BGR):
     """Resize the whole image to height x width (bilinear), BGR, minus the mean pixel: (3, H, W)."""
     rgb = load_rgb(path)
