@@ -476,6 +476,49 @@ class Net:
         return "<caffelrp.Net '%s': %d layers, inputs %s, outputs %s>" % (
             self.name, len(self._layers), self.inputs, self.outputs)
 
+    # -- gradients (caffelrp.attribution.backward, .gradients, .integrated_gradients) ----------
+    def backward(self, diffs, blobs=None):
+        """Gradients after ``forward``: ``diffs`` {blob name: gradient of that blob}; returns
+        {blob name: gradient} for the inputs and the names in ``blobs`` ("all": every blob; a
+        name rewritten in place reports the gradient at its producer's output, like pycaffe)."""
+        from .attribution.backward import backward_by_name
+        return backward_by_name(self, diffs, blobs)
+
+    def gradient(self, x, target="top1", output="logit", memory_budget=None):
+        """(dF/dx float32 (N, C, H, W), info per image); F is the pre-softmax score of the
+        explained class(es) (``output="probability"``: the softmax output; or a blob name);
+        ``target`` as in ``relevance``. See ``caffelrp.attribution.gradients``."""
+        from .attribution.gradients import gradient
+        return gradient(self, x, target, output, memory_budget)
+
+    def gradient_x_input(self, x, target="top1", output="logit", memory_budget=None):
+        """(x * dF/dx, info per image), x the preprocessed input; as ``gradient``."""
+        from .attribution.gradients import gradient_x_input
+        return gradient_x_input(self, x, target, output, memory_budget)
+
+    def smoothgrad(self, x, target="top1", samples=50, noise=0.15, seed=0, input_range=None,
+                   output="logit", memory_budget=None):
+        """SmoothGrad (Smilkov et al. 2017): (mean gradient over ``samples`` noisy copies, info);
+        noise sigma = ``noise`` * the input range. See ``caffelrp.attribution.gradients``."""
+        from .attribution.gradients import smoothgrad
+        return smoothgrad(self, x, target, samples, noise, seed, input_range, output,
+                          memory_budget)
+
+    def integrated_gradients(self, x, target="top1", baseline="black", mean=None, steps="auto",
+                             tol=0.05, rule="riemann-midpoint", max_steps=1024, **options):
+        """Integrated Gradients (Sundararajan et al. 2017): (attr float32 (N, C, H, W), info per
+        image with the steps used, F(x), F(x') and the completeness error).
+
+        ``baseline="black"`` is the black image in pixel space, -``mean`` in Caffe's
+        mean-subtracted input (``mean`` required); "mean" (zeros), "blur", "noise" or an array.
+        ``steps``: m or "auto" (double m until the error <= ``tol``, at most ``max_steps``).
+        Further ``options``: ``start_steps``, ``output``, ``memory_budget``, ``seed``,
+        ``blur_sigma``. See ``caffelrp.attribution.integrated_gradients``."""
+        from .attribution.integrated_gradients import integrated_gradients
+        return integrated_gradients(self, x, target=target, baseline=baseline, mean=mean,
+                                    steps=steps, tol=tol, rule=rule, max_steps=max_steps,
+                                    **options)
+
 
 def _shape_equals(blob, target_shape):
     """Caffe's Blob::ShapeEquals: legacy 4-D shapes compare right-aligned (§2.5)."""

@@ -1,12 +1,14 @@
-"""What every layer has: its name, type, parameters, weight blobs, shape inference and forward.
+"""What every layer has: its name, type, parameters, weight blobs, shape inference, forward and
+backward.
 
 A layer type is one class in one module of this package (as in Caffe's src/caffe/layers/). The
 network builder creates a layer from its ``LayerParameter`` message, calls ``setup`` with the
-bottom shapes (which fixes the weight shapes and gives the top shapes) and then ``forward``.
+bottom shapes (which fixes the weight shapes and gives the top shapes) and then ``forward``;
+``backward`` (the gradient, Caffe's ``Backward_cpu``) runs after the forward of the same inputs.
 """
 import numpy as np
 
-from ..errors import PrototxtError, ShapeError
+from ..errors import PrototxtError, ShapeError, UnsupportedLayerError
 
 _REGISTRY = {}
 
@@ -94,6 +96,15 @@ class Layer:
     def forward(self, bottoms):
         """Compute the tops (list of float32 arrays) from the bottoms; never modifies a bottom."""
         raise NotImplementedError
+
+    def backward(self, bottoms, tops, top_diffs):
+        """Gradient with respect to the bottoms: a list with one float32 array per bottom (None
+        for a bottom that takes no gradient, e.g. Crop's reference), given the forward's
+        ``bottoms`` and ``tops`` and the gradient of every top (float32, the tops' shapes).
+
+        Runs after the forward pass of the same bottoms: some layers use what their forward kept
+        (Pooling MAX its argmax, LRN its scale). Never modifies its arguments."""
+        raise UnsupportedLayerError("%s has no backward pass" % self.describe())
 
     def flops(self):
         """Multiply-accumulate operations x 2 of one forward pass (for the benchmarks)."""

@@ -2,6 +2,9 @@
 
 The batch is folded into the columns of the im2col matrix (columns n*OH*OW + oh*OW + ow), so one
 GEMM covers several images; the images are taken in chunks that bound the column matrix.
+
+The gradients are the adjoint maps on the same kernels: a Convolution's is W^T dy (one GEMM per
+group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W dcol.
 """
 import numpy as np
 
@@ -176,6 +179,34 @@ class Convolution(_ConvBase):
             y += self.blobs[1][None, :, None]
         return y.reshape(n, o, oh, ow)
 
+    def backward(self, bottoms, tops, top_diffs):
+        return [self._backward_data(dy, x.shape) for x, dy in zip(bottoms, top_diffs)]
+
+    def _backward_data(self, dy, shape):
+        """dx = col2im(W^T dy), the transposed convolution of dy."""
+        g = self.geometry
+        n, c, h, w = shape
+        oh, ow = g.conv_out(h, w)
+        o, groups = self.num_output, self.group
+        og, k = o // groups, self.blobs[0][0].size
+        weights = self.blobs[0].reshape(o, k)
+        dy = np.ascontiguousarray(dy, dtype=np.float32).reshape(n, o, oh * ow)
+        dx = np.empty((n, c, h, w), dtype=np.float32)
+        chunk = max(1, COLUMN_BUDGET // max(k * groups * oh * ow * 4, 1))
+        threads = get_num_threads()
+        for n0 in range(0, n, chunk):
+            d = dy[n0:n0 + chunk]
+            m = d.shape[0]
+            # dy in the column layout of the forward's im2col matrix: (O, m*OH*OW)
+            rows = d.reshape(o, oh * ow) if m == 1 else np.ascontiguousarray(
+                d.transpose(1, 0, 2)).reshape(o, m * oh * ow)
+            col = np.empty((k * groups, m * oh * ow), dtype=np.float32)
+            for gi in range(groups):
+                matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
+                       col[gi * k:(gi + 1) * k], threads)
+            col2im(col, m, c, h, w, *g.args(), oh, ow, dx[n0:n0 + m], threads_for(m * c * h * w))
+        return dx
+
     def flops(self):
         n, o, oh, ow = self.top_shapes[0]
         return 2 * n * o * oh * ow * self.blobs[0][0].size * len(self.top_shapes)
@@ -220,6 +251,29 @@ class Deconvolution(_ConvBase):
         if self.bias_term:
             y += self.blobs[1][None, :, None, None]
         return y
+
+    def backward(self, bottoms, tops, top_diffs):
+        return [self._backward_data(dy, x.shape) for x, dy in zip(bottoms, top_diffs)]
+
+    def _backward_data(self, dy, shape):
+        """dx = W im2col(dy): the convolution of dy with the deconvolution's geometry."""
+        g = self.geometry
+        n, c, h, w = shape
+        _, o, oh, ow = dy.shape
+        groups = self.group
+        cg = c // groups
+        rows = (o // groups) * g.kh * g.kw
+        dcol = np.empty((o * g.kh * g.kw, n * h * w), dtype=np.float32)
+        im2col(np.ascontiguousarray(dy, dtype=np.float32), *g.args(), h, w, dcol,
+               threads_for(dcol.size))
+        dxcols = np.empty((c, n * h * w), dtype=np.float32)
+        for gi in range(groups):
+            wg = self.blobs[0][gi * cg:(gi + 1) * cg].reshape(cg, rows)
+            matmul(wg, dcol[gi * rows:(gi + 1) * rows], dxcols[gi * cg:(gi + 1) * cg],
+                   get_num_threads())
+        if n == 1:
+            return dxcols.reshape(shape)
+        return np.ascontiguousarray(dxcols.reshape(c, n, h * w).transpose(1, 0, 2)).reshape(shape)
 
     def flops(self):
         n, c, h, w = self.bottom_shapes[0]

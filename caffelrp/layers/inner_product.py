@@ -1,4 +1,5 @@
-"""InnerProduct (caffe-format.md §3.4): one GEMM over the flattened trailing axes."""
+"""InnerProduct (caffe-format.md §3.4): one GEMM over the flattened trailing axes, forward
+and backward (dx = dy W)."""
 import numpy as np
 
 from ..kernels.gemm import matmul
@@ -50,6 +51,14 @@ class InnerProduct(Layer):
         if self.bias_term:
             y += self.blobs[1]
         return [y.reshape(x.shape[:self.axis] + (self.num_output,))]
+
+    def backward(self, bottoms, tops, top_diffs):
+        x = bottoms[0]
+        m = count(x.shape, 0, self.axis)
+        dy = np.ascontiguousarray(top_diffs[0], dtype=np.float32).reshape(m, self.num_output)
+        dx = np.empty((m, self.k), dtype=np.float32)
+        matmul(dy, self.weight_matrix(), dx, get_num_threads())
+        return [dx.reshape(x.shape)]
 
     def flops(self):
         return 2 * count(self.bottom_shapes[0], 0, self.axis) * self.k * self.num_output

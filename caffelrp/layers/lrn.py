@@ -1,7 +1,8 @@
 """Local response normalisation (caffe-format.md §3.5; note alpha is divided by the window size)."""
 import numpy as np
 
-from ..kernels.lrn import lrn_across_forward, lrn_within_forward
+from ..kernels.lrn import (lrn_across_backward, lrn_across_forward, lrn_within_backward,
+                           lrn_within_forward)
 from ..proto import caffe_pb2
 from ..threads import threads_for
 from .base import Layer, register
@@ -38,6 +39,14 @@ class LRN(Layer):
             lrn_within_forward(x, self.size, self.alpha, self.beta, y, self.scale,
                                threads_for(y.size))
         return [y]
+
+    def backward(self, bottoms, tops, top_diffs):
+        x = bottoms[0]
+        dx = np.empty(x.shape, dtype=np.float32)
+        fn = lrn_across_backward if self.across_channels else lrn_within_backward
+        fn(x, tops[0], self.scale, np.ascontiguousarray(top_diffs[0], dtype=np.float32),
+           self.size, self.alpha, self.beta, dx, threads_for(dx.size))
+        return [dx]
 
     def flops(self):
         return 2 * int(np.prod(self.top_shapes[0])) * self.size

@@ -1,4 +1,8 @@
-"""Elementwise layers (caffe-format.md §3.6): one bottom, one top of the same shape."""
+"""Elementwise layers (caffe-format.md §3.6): one bottom, one top of the same shape.
+
+``derivative(x, y, dy)`` is dy * f'(x) as Caffe's Backward_cpu computes it (from the bottom x and
+where Caffe does, from the top y).
+"""
 import numpy as np
 
 from .base import Layer, register
@@ -14,6 +18,12 @@ class Neuron(Layer):
     def apply(self, x):
         raise NotImplementedError
 
+    def backward(self, bottoms, tops, top_diffs):
+        return [np.asarray(self.derivative(bottoms[0], tops[0], top_diffs[0]), dtype=np.float32)]
+
+    def derivative(self, x, y, dy):
+        raise NotImplementedError
+
 
 @register("ReLU")
 class ReLU(Neuron):
@@ -26,6 +36,11 @@ class ReLU(Neuron):
             return np.maximum(x, 0)
         return np.where(x > 0, x, x * np.float32(self.negative_slope))
 
+    def derivative(self, x, y, dy):
+        if self.negative_slope == 0:
+            return np.where(x > 0, dy, np.float32(0))
+        return np.where(x > 0, dy, dy * np.float32(self.negative_slope))
+
 
 @register("Dropout")
 class Dropout(Neuron):
@@ -34,6 +49,9 @@ class Dropout(Neuron):
     def apply(self, x):
         return x.copy()
 
+    def derivative(self, x, y, dy):
+        return dy
+
 
 @register("Sigmoid")
 class Sigmoid(Neuron):
@@ -41,11 +59,17 @@ class Sigmoid(Neuron):
         # Caffe's CPU code evaluates the logistic function through tanh.
         return 0.5 * np.tanh(0.5 * x) + 0.5
 
+    def derivative(self, x, y, dy):
+        return dy * y * (np.float32(1) - y)
+
 
 @register("TanH")
 class TanH(Neuron):
     def apply(self, x):
         return np.tanh(x)
+
+    def derivative(self, x, y, dy):
+        return dy * (np.float32(1) - y * y)
 
 
 @register("AbsVal")
@@ -54,6 +78,9 @@ class AbsVal(Neuron):
 
     def apply(self, x):
         return np.abs(x)
+
+    def derivative(self, x, y, dy):
+        return dy * np.sign(x)
 
 
 @register("Power")
@@ -76,6 +103,19 @@ class Power(Neuron):
             y = np.power(y, np.float32(self.power))
         return y if y is not x else x.copy()
 
+    def derivative(self, x, y, dy):
+        # d/dx (shift + scale x)^power = power scale (shift + scale x)^(power - 1); Caffe divides
+        # y by (shift + scale x) instead, which fails where that is 0
+        if self.power * self.scale == 0:
+            return np.zeros_like(dy)
+        if self.power == 1:
+            return dy * np.float32(self.scale)
+        base = x * np.float32(self.scale) + np.float32(self.shift)
+        factor = np.float32(self.power * self.scale)
+        if self.power == 2:
+            return dy * factor * base
+        return dy * factor * np.power(base, np.float32(self.power - 1))
+
 
 @register("ELU")
 class ELU(Neuron):
@@ -86,11 +126,17 @@ class ELU(Neuron):
     def apply(self, x):
         return np.where(x > 0, x, np.float32(self.alpha) * np.expm1(np.minimum(x, 0)))
 
+    def derivative(self, x, y, dy):
+        return np.where(x > 0, dy, dy * (y + np.float32(self.alpha)))
+
 
 @register("BNLL")
 class BNLL(Neuron):
     def apply(self, x):
         return np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
+
+    def derivative(self, x, y, dy):
+        return dy * (np.float32(0.5) * np.tanh(np.float32(0.5) * x) + np.float32(0.5))
 
 
 @register("Threshold")
@@ -101,6 +147,10 @@ class Threshold(Neuron):
 
     def apply(self, x):
         return (x > self.threshold).astype(np.float32)
+
+    def derivative(self, x, y, dy):
+        # a step: zero gradient wherever it exists (Caffe has no backward for it)
+        return np.zeros_like(dy)
 
 
 def _base_log(base):
@@ -120,6 +170,9 @@ class Exp(Neuron):
     def apply(self, x):
         return np.exp(np.float32(self.inner_shift) + np.float32(self.inner_scale) * x)
 
+    def derivative(self, x, y, dy):
+        return dy * y * np.float32(self.inner_scale)
+
 
 @register("Log")
 class Log(Neuron):
@@ -134,6 +187,10 @@ class Log(Neuron):
     def apply(self, x):
         return np.log(np.float32(self.shift) + np.float32(self.scale) * x) * np.float32(
             self.base_scale)
+
+    def derivative(self, x, y, dy):
+        return dy * np.float32(self.scale * self.base_scale) / (
+            np.float32(self.shift) + np.float32(self.scale) * x)
 
 
 @register("PReLU")
@@ -156,3 +213,9 @@ class PReLU(Neuron):
         if not self.channel_shared:
             a = a.reshape((1, -1) + (1,) * (x.ndim - 2))
         return np.where(x > 0, x, x * a)
+
+    def derivative(self, x, y, dy):
+        a = self.blobs[0]
+        if not self.channel_shared:
+            a = a.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x > 0, dy, dy * a)

@@ -45,6 +45,11 @@ class BatchNorm(Layer):
         shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
         return [(x - mean.reshape(shape)) * inv_std.reshape(shape)]
 
+    def backward(self, bottoms, tops, top_diffs):
+        x = bottoms[0]
+        shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
+        return [top_diffs[0] * self.mean_and_inv_std()[1].reshape(shape)]
+
 
 class _Broadcast(Layer):
     """Shared broadcasting rule of Scale and Bias: the operand covers axes [axis, axis + rank)."""
@@ -65,6 +70,12 @@ class _Broadcast(Layer):
             return operand
         return operand.reshape((1,) * axis + operand.shape + (1,) * (len(x_shape) - axis
                                                                       - operand.ndim))
+
+    def reduce_to_operand(self, d, operand_shape, axis):
+        """Sum ``d`` (the input's shape) over the axes the operand is broadcast along."""
+        rank = len(operand_shape)
+        outer = tuple(range(axis)) + tuple(range(axis + rank, d.ndim))
+        return d.sum(axis=outer, dtype=np.float64).astype(np.float32).reshape(operand_shape)
 
     def check_operand(self, x_shape, operand_shape, axis):
         if tuple(x_shape[axis:axis + len(operand_shape)]) != tuple(operand_shape):
@@ -120,6 +131,16 @@ class Scale(_Broadcast):
             y += bias
         return [y]
 
+    def backward(self, bottoms, tops, top_diffs):
+        dy = top_diffs[0]
+        scale, _ = self.factors(bottoms)
+        diffs = [dy * scale]
+        if len(bottoms) == 2:  # the scale comes from a blob: its gradient too
+            x, operand = bottoms
+            axis = 0 if operand.ndim == 0 else self.axis
+            diffs.append(self.reduce_to_operand(dy * x, operand.shape, axis))
+        return diffs
+
 
 @register("Bias")
 class Bias(_Broadcast):
@@ -146,5 +167,13 @@ class Bias(_Broadcast):
     def forward(self, bottoms):
         bias = bottoms[1] if len(bottoms) == 2 else self.blobs[0]
         return [bottoms[0] + self.broadcast(bottoms[0].shape, bias, self.axis)]
+
+    def backward(self, bottoms, tops, top_diffs):
+        dy = top_diffs[0]
+        if len(bottoms) == 1:
+            return [dy]
+        operand = bottoms[1]
+        axis = 0 if operand.ndim == 0 else self.axis
+        return [dy, self.reduce_to_operand(dy, operand.shape, axis)]
 
 

@@ -1,7 +1,12 @@
-"""Pooling (caffe-format.md §3.3): MAX and AVE with Caffe's ceil output size and window rules."""
+"""Pooling (caffe-format.md §3.3): MAX and AVE with Caffe's ceil output size and window rules.
+
+Backward as Caffe's: MAX sends each output's gradient to the argmax its forward recorded (the
+first maximum of the window); AVE is the exact adjoint (dy / pool_size to every real cell).
+"""
 import numpy as np
 
-from ..kernels.pooling import ave_pool_forward, max_pool_forward, pooled_size
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
+                               max_pool_forward, pooled_size)
 from ..proto import caffe_pb2
 from ..threads import threads_for
 from .base import Layer, register
@@ -94,6 +99,18 @@ class Pooling(Layer):
             return [y, argmax.astype(np.float32)] if len(self.param.top) == 2 else [y]
         ave_pool_forward(x, *geometry, y, threads_for(y.size))
         return [y]
+
+    def backward(self, bottoms, tops, top_diffs):
+        x = bottoms[0]
+        dy = np.ascontiguousarray(top_diffs[0], dtype=np.float32)  # a second top (argmax): none
+        dx = np.empty(x.shape, dtype=np.float32)
+        if self.method == MAX:
+            max_pool_backward(dy, self.argmax, dx, threads_for(dx.size))
+        else:
+            (kh, kw), _ = self.window(*x.shape[2:])
+            ave_pool_backward(dy, kh, kw, self.pad[0], self.pad[1], self.stride[0],
+                              self.stride[1], dx, threads_for(dx.size))
+        return [dx]
 
     def flops(self):
         n, c, oh, ow = self.top_shapes[0]

@@ -27,6 +27,12 @@ class Split(Layer):
     def forward(self, bottoms):
         return [bottoms[0]] * len(self.param.top)  # Caffe's tops share the bottom's memory
 
+    def backward(self, bottoms, tops, top_diffs):
+        total = np.array(top_diffs[0], dtype=np.float32)
+        for d in top_diffs[1:]:
+            total += d
+        return [total]
+
 
 @register("Flatten")
 class Flatten(Layer):
@@ -41,6 +47,9 @@ class Flatten(Layer):
 
     def forward(self, bottoms):
         return [bottoms[0].reshape(self.top_shapes[0])]
+
+    def backward(self, bottoms, tops, top_diffs):
+        return [top_diffs[0].reshape(bottoms[0].shape)]
 
 
 @register("Reshape")
@@ -92,6 +101,9 @@ class Reshape(Layer):
     def forward(self, bottoms):
         return [bottoms[0].reshape(self.top_shapes[0])]
 
+    def backward(self, bottoms, tops, top_diffs):
+        return [top_diffs[0].reshape(bottoms[0].shape)]
+
 
 @register("Concat")
 class Concat(Layer):
@@ -116,6 +128,15 @@ class Concat(Layer):
 
     def forward(self, bottoms):
         return [np.concatenate(bottoms, axis=self.axis)]
+
+    def backward(self, bottoms, tops, top_diffs):
+        index = [slice(None)] * top_diffs[0].ndim
+        diffs, offset = [], 0
+        for b in bottoms:
+            index[self.axis] = slice(offset, offset + b.shape[self.axis])
+            diffs.append(np.ascontiguousarray(top_diffs[0][tuple(index)]))
+            offset += b.shape[self.axis]
+        return diffs
 
 
 @register("Slice")
@@ -157,6 +178,9 @@ class Slice(Layer):
             tops.append(np.ascontiguousarray(bottoms[0][tuple(index)]))
         return tops
 
+    def backward(self, bottoms, tops, top_diffs):
+        return [np.concatenate(top_diffs, axis=self.axis)]
+
 
 @register("Crop")
 class Crop(Layer):
@@ -184,6 +208,11 @@ class Crop(Layer):
         index = tuple(slice(s, s + n) for s, n in zip(self.starts, self.top_shapes[0]))
         return [np.ascontiguousarray(bottoms[0][index])]
 
+    def backward(self, bottoms, tops, top_diffs):
+        dx = np.zeros(bottoms[0].shape, dtype=np.float32)
+        dx[tuple(slice(s, s + n) for s, n in zip(self.starts, top_diffs[0].shape))] = top_diffs[0]
+        return [dx, None]  # the reference blob gives only its shape
+
 
 @register("Softmax")
 class Softmax(Layer):
@@ -197,6 +226,10 @@ class Softmax(Layer):
         x = bottoms[0]
         e = np.exp(x - x.max(axis=self.axis, keepdims=True))
         return [e / e.sum(axis=self.axis, keepdims=True)]
+
+    def backward(self, bottoms, tops, top_diffs):
+        y, dy = tops[0], top_diffs[0]
+        return [y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))]
 
 
 EltwiseOp = caffe_pb2.EltwiseParameter
@@ -246,3 +279,28 @@ class Eltwise(Layer):
         for x in bottoms[1:]:
             np.maximum(y, x, out=y)
         return [y]
+
+    def backward(self, bottoms, tops, top_diffs):
+        dy = top_diffs[0]
+        if self.operation == EltwiseOp.SUM:
+            return [dy if c == 1 else dy * np.float32(c) for c in self.coeff]
+        if self.operation == EltwiseOp.PROD:
+            # the product of the other bottoms (Caffe's stable_prod_grad), exact where some are 0
+            diffs = []
+            for i in range(len(bottoms)):
+                d = dy.copy()
+                for j, x in enumerate(bottoms):
+                    if j != i:
+                        d *= x
+                diffs.append(d)
+            return diffs
+        # MAX: to the bottom Caffe's forward recorded as the maximum; bottoms 0 and 1 compare
+        # with '>', so a tie between them goes to bottom 1; later bottoms need to be strictly
+        # greater
+        winner = np.where(bottoms[0] > bottoms[1], 0, 1).astype(np.int32)
+        best = np.maximum(bottoms[0], bottoms[1])
+        for k, x in enumerate(bottoms[2:], 2):
+            better = x > best
+            winner[better] = k
+            best = np.where(better, x, best)
+        return [np.where(winner == k, dy, np.float32(0)) for k in range(len(bottoms))]

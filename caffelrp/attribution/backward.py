@@ -1,0 +1,201 @@
+"""The backward pass: gradients of a network output with respect to the input and every blob.
+
+Each layer type's gradient lives with the layer (``Layer.backward``, Caffe's ``Backward_cpu``);
+this module walks the graph from the top down as ``Net::Backward`` does: a blob's gradient is the
+sum over the layers that read it (implicit Split layers make that explicit), in-place layers get
+their own blob versions, and a layer is skipped when none of its tops received a gradient.
+
+The explained quantity F is chosen by ``output``:
+
+* ``"logit"`` (default): the pre-softmax score, i.e. the bottom of the net's Softmax layer (the net
+  output itself when there is no Softmax);
+* ``"probability"``: the Softmax output;
+* a blob name: that blob (its last version, as ``net.blobs`` shows it).
+
+F of an image is the sum of that blob's entries at the explained classes (``target`` as for
+``Net.relevance``: "top1", "top5" (their sum), a class index, a list of indices, or one list per
+image; classes are ranked by the Softmax output, else by the blob itself).
+"""
+import numpy as np
+
+from ..layers.conv import COLUMN_BUDGET
+from .lrp import _ranking_scores, _targets
+
+OUTPUTS = ("logit", "probability")
+# Default memory for the batches of a gradient method (interpolated / noisy inputs): 2 GiB.
+DEFAULT_MEMORY_BUDGET = 2 << 30
+
+
+# ------------------------------------------------------------------------------ the pass
+def backward(net, seeds, keep=None):
+    """Backward pass after ``net.forward``: ``seeds`` {blob id: gradient of that blob version};
+    returns {blob id: gradient} for the ids in ``keep`` (every blob reached if ``keep`` is None).
+
+    Gradients of blobs not kept are dropped as soon as the layer reading them has run, so the
+    pass holds only the gradients of the current frontier."""
+    values = net._values
+    diffs = {bid: np.ascontiguousarray(d, dtype=np.float32) for bid, d in seeds.items()}
+    kept = {}
+    for bid in list(diffs):
+        if keep is None or bid in keep:
+            kept[bid] = diffs[bid]
+    for i in range(len(net._layers) - 1, -1, -1):
+        layer, tops = net._layers[i], net._top_ids[i]
+        if layer.is_input or not any(t in diffs for t in tops):
+            continue
+        bottoms = net._bottom_ids[i]
+        top_diffs = [diffs[t] if t in diffs else np.zeros(net._blob_shapes[t], np.float32)
+                     for t in tops]
+        bottom_diffs = layer.backward([values[b] for b in bottoms], [values[t] for t in tops],
+                                      top_diffs)
+        for t in tops:
+            diffs.pop(t, None)
+        for b, d in zip(bottoms, bottom_diffs):
+            if d is None:
+                continue
+            diffs[b] = diffs[b] + d if b in diffs else d
+            if keep is None or b in keep:
+                kept[b] = diffs[b]
+    return kept
+
+
+def backward_by_name(net, diffs, blobs=None):
+    """``Net.backward``: ``diffs`` {blob name: gradient} seeds the last version of each name (what
+    ``net.blobs`` shows); returns {blob name: gradient} for the net inputs and the names in
+    ``blobs`` ("all" for every blob). A name rewritten by in-place layers reports the gradient
+    at the output of the layer that produced it, as pycaffe's ``blob.diff`` after ``backward``."""
+    seeds = {}
+    for name, d in diffs.items():
+        if name not in net._latest:
+            raise KeyError("no blob named %r" % (name,))
+        bid = net._latest[name]
+        d = np.asarray(d, dtype=np.float32)
+        if d.shape != tuple(net._blob_shapes[bid]):
+            raise ValueError("gradient for blob '%s' has shape %s, the blob has %s"
+                             % (name, d.shape, tuple(net._blob_shapes[bid])))
+        seeds[bid] = d
+    if blobs == "all":
+        keep = None
+    else:
+        wanted = set(net.inputs) | set(blobs or ())
+        unknown = wanted - set(net._latest)
+        if unknown:
+            raise KeyError("no blob named %s" % ", ".join(sorted(unknown)))
+        keep = {bid for bid, name in enumerate(net._blob_names) if name in wanted}
+    got = backward(net, seeds, keep)
+    out = {}
+    for bid in sorted(got):  # lowest version of a name first: the producer's output
+        out.setdefault(net._blob_names[bid], got[bid])
+    for name in net.inputs:
+        if name not in out:
+            out[name] = np.zeros(net._blob_shapes[net._latest[name]], np.float32)
+    return out
+
+
+# ------------------------------------------------------------------- the explained output
+def output_blob(net, output="logit"):
+    """Blob id of the explained output (see the module docstring)."""
+    softmax = [i for i, layer in enumerate(net._layers) if layer.type == "Softmax"]
+    if output in OUTPUTS:
+        if softmax:
+            # the Softmax producing a net output if there is one, else the last one
+            final = [i for i in softmax if net._blob_names[net._top_ids[i][0]] in net.outputs]
+            i = (final or softmax)[-1]
+            return net._bottom_ids[i][0] if output == "logit" else net._top_ids[i][0]
+        if output == "probability":
+            raise ValueError("output='probability': the network has no Softmax layer")
+        if len(net.outputs) != 1:
+            raise ValueError("the network has outputs %s and no Softmax; name the explained blob "
+                             "with output=<blob name>" % net.outputs)
+        return net._latest[net.outputs[0]]
+    if isinstance(output, str) and output in net._latest:
+        return net._latest[output]
+    raise ValueError("output must be 'logit', 'probability' or a blob name, got %r" % (output,))
+
+
+def explained_classes(net, target, output_id):
+    """Per image the explained classes, after a forward pass (ranked as ``Net.relevance`` ranks)."""
+    return _targets(target, _ranking_scores(net, output_id))
+
+
+def _selected(net, output_id, classes):
+    """F per image (float64 sum of the output at its classes) and the seed (1 at those entries)."""
+    y = net._values[output_id]
+    flat = y.reshape(y.shape[0], -1)
+    seed = np.zeros(flat.shape, np.float32)
+    for n, per in enumerate(classes):
+        np.add.at(seed[n], per, np.float32(1))  # a class listed twice counts twice in the sum
+    f = (flat.astype(np.float64) * seed).sum(axis=1)
+    return f, seed.reshape(y.shape)
+
+
+def input_gradient(net, x, output_id, classes=None, target="top1"):
+    """Forward ``x`` (float32 (N, C, H, W)) and return (dF/dx float32, F float64 (N,), classes):
+    the gradient for ``classes`` (per image), or for the classes ``target`` picks at ``x``."""
+    net.forward(x)
+    if classes is None:
+        classes = explained_classes(net, target, output_id)
+    f, seed = _selected(net, output_id, classes)
+    input_id = net._inputs[0][1]
+    grad = backward(net, {output_id: seed}, keep={input_id}).get(input_id)
+    if grad is None:  # the output does not depend on the input
+        grad = np.zeros(x.shape, np.float32)
+    return grad, f, classes
+
+
+def output_values(net, x, output_id, classes=None, target="top1"):
+    """(F float64 (N,), classes) from a forward pass of ``x``."""
+    net.forward(x)
+    if classes is None:
+        classes = explained_classes(net, target, output_id)
+    return _selected(net, output_id, classes)[0], classes
+
+
+def targets_for(target, lo, hi):
+    """The part of ``target`` that concerns images lo..hi-1 (a per-image list is sliced)."""
+    if isinstance(target, (str, int, np.integer)):
+        return target
+    target = list(target)
+    if target and all(isinstance(t, (int, np.integer)) for t in target):
+        return target  # one list of classes for every image
+    return target[lo:hi]
+
+
+def single_input(net, x):
+    """``x`` as float32 C-contiguous (N, C, H, W) for a network with one input."""
+    if len(net.inputs) != 1:
+        raise ValueError("gradient methods explain networks with one input; this one has %s"
+                         % net.inputs)
+    x = net._check_inputs(x)[0]
+    if x.ndim != 4:
+        raise ValueError("the input must be (N, C, H, W), got shape %s" % (x.shape,))
+    return x
+
+
+# ------------------------------------------------------------------------------ batching
+def parse_memory(budget):
+    """Bytes from an int or a string such as "2G", "512M"."""
+    if budget is None:
+        return DEFAULT_MEMORY_BUDGET
+    if isinstance(budget, str):
+        text = budget.strip().upper().rstrip("IB")
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        factor = units.get(text[-1:], 1)
+        try:
+            return int(float(text[:-1] if text[-1:] in units else text) * factor)
+        except ValueError:
+            raise ValueError("memory_budget must be bytes or a size like '2G', got %r"
+                             % budget) from None
+    return int(budget)
+
+
+def batch_size(net, image_shape, memory_budget=None):
+    """How many inputs of ``image_shape`` (C, H, W) one forward + backward may take at once so
+    that it stays within ``memory_budget`` bytes: every blob version of the forward, as much
+    again for the gradients and the layers' scratch, plus the im2col column matrix (bounded by
+    the convolution's own chunking)."""
+    budget = parse_memory(memory_budget)
+    if not net._shaped or tuple(net._blob_shapes[net._inputs[0][1]][1:]) != tuple(image_shape):
+        net.reshape([(1,) + tuple(image_shape)])
+    per_image = sum(int(np.prod(s[1:], dtype=np.int64)) for s in net._blob_shapes if s) * 4
+    return int(max(1, (budget - 2 * COLUMN_BUDGET) // (2 * per_image)))
