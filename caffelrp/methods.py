@@ -1,0 +1,127 @@
+"""The attribution methods ``python -m caffelrp explain --method NAME`` can run: one table.
+
+Each entry is a ``Method``: a name, a line of help, the command-line options it owns
+(``add_options(group)``; option names must not clash with other methods'), what it records in the
+JSON sidecar (``parameters(args)``) and ``run(net, x, target, args, context)`` which returns an
+``Attribution``. ``x`` is the preprocessed batch, float32 (N, C, H, W); ``target`` is "top5",
+"top1", a class index or a list of class indices (explained together); ``context`` carries what the
+preprocessing knows: ``context.low`` / ``context.high``, float32 (N, C, H, W), the network input of
+a black (0) and a white (255) image at every pixel (= -mean and 255 - mean, the mean as subtracted,
+in the net's channel order), for z^B bounds and black baselines.
+
+To add a method, write its three functions and register it: ``METHODS["name"] = Method(...)``.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclass
+class Attribution:
+    values: np.ndarray                  # float32 (N, C, H, W), same layout as x
+    classes: list                       # per image: the explained class indices
+    info: list = field(default_factory=list)   # per image: extra facts for the sidecar (dicts)
+    # the first network output for x, (N, K); None: the driver runs a forward pass for it
+    scores: Optional[np.ndarray] = None
+
+
+@dataclass
+class Context:
+    low: Optional[np.ndarray] = None    # float32 (N, C, H, W): the input value of pixel value 0
+    high: Optional[np.ndarray] = None   # float32 (N, C, H, W): the input value of pixel value 255
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    add_options: Callable        # (argparse group) -> None
+    parameters: Callable         # (args) -> dict, recorded in the sidecar
+    run: Callable                # (net, x, target, args, context) -> Attribution
+
+
+# ------------------------------------------------------------------------------------ LRP
+# the CLI names of the original's three documented choices, as formula numbers (spec 2.1)
+LRP_RULE_NUMBERS = {"composite": 100, "epsilon": 0, "alphabeta": 2, "alpha-beta": 2}
+
+
+def lrp_rule_names():
+    """Readable rule names the installed composites table accepts (for --help)."""
+    names = set(LRP_RULE_NUMBERS)
+    try:
+        from . import composites
+        names |= set(getattr(composites, "NAMES", {}))
+        names |= {k for k in getattr(composites, "COMPOSITES", {}) if isinstance(k, str)}
+    except ImportError:
+        pass
+    return sorted(names)
+
+
+def lrp_rule(text):
+    """--rule value -> what Net.relevance takes: a formula number, or a readable name."""
+    text = str(text).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return LRP_RULE_NUMBERS.get(text.lower(), text.lower())
+
+
+def check_lrp_rule(rule):
+    """Raise ValueError for a rule the composites table does not know."""
+    from . import composites
+    resolve = getattr(composites, "resolve", None)
+    if resolve is not None:
+        try:
+            resolve(rule)
+        except (KeyError, ValueError) as e:
+            raise ValueError("unknown LRP rule %r (%s)" % (rule, e)) from None
+        except TypeError:
+            pass
+
+
+def _lrp_options(group):
+    group.add_argument("--rule", default="composite", type=lrp_rule, metavar="RULE",
+                       help="LRP rule: composite (= 100: alpha-beta on convolutions, epsilon on "
+                            "inner products; default), epsilon (= 0), alphabeta (= 2), any formula "
+                            "number of the original (102, 104, 114, 54, 56, 58, 60, 22, 26, 166, "
+                            "11, 99, ...) or a name: %s" % ", ".join(lrp_rule_names()))
+    group.add_argument("--eps", type=float, default=1.0,
+                       help="epsilon of the epsilon rule (default 1, the toolbox setting)")
+    group.add_argument("--beta", type=float, default=1.0,
+                       help="beta of alpha-beta, alpha = 1 + beta (default 1)")
+    group.add_argument("--switch-layer", type=int, default=0, metavar="INDEX",
+                       help="the original's auxiliaryvariable_maxlayerindexforflatdistinconv: "
+                            "layers with Caffe index <= INDEX take the lower rule of composites "
+                            "102/104/114/54/56/58/60 (default 0)")
+    group.add_argument("--start", default="highest-ip",
+                       help="injection layer: highest-ip (the original's lastlayerindex -2, "
+                            "default), below-softmax (-1), a layer name or index")
+
+
+def _lrp_parameters(args):
+    return {"rule": args.rule, "eps": args.eps, "beta": args.beta,
+            "switch_layer": args.switch_layer, "start": args.start}
+
+
+def _start(text):
+    return int(text) if str(text).lstrip("-").isdigit() else text
+
+
+def _lrp_run(net, x, target, args, context):
+    from .attribution import relevance
+    kwargs = {}
+    if context.low is not None:
+        kwargs["bounds"] = (context.low, context.high)    # used by the z^B rules only
+    values, classes = relevance(net, x, rule=args.rule, eps=args.eps, beta=args.beta,
+                                switch_layer=args.switch_layer, target=target,
+                                start=_start(args.start), return_classes=True, **kwargs)
+    # the forward pass of x is still in the net's blobs (layers above the injection layer are
+    # not touched by the relevance pass)
+    scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
+    return Attribution(values, [[int(c) for c in per] for per in classes], scores=scores)
+
+
+METHODS = {
+    "lrp": Method("lrp", "Layer-wise Relevance Propagation as the LRP Toolbox (default)",
+                  _lrp_options, _lrp_parameters, _lrp_run),
+}
