@@ -34,6 +34,7 @@ from ..composites import Settings, behaviour, resolve, rule_for
 from ..errors import UnsupportedLayerError
 from ..kernels.lrn import lrn_across_backward, lrn_within_backward
 from ..kernels.pooling import ave_pool_backward, max_pool_backward
+from ..kernels.relevance import ave_pool_relevance, lrn_relevance
 from ..layers.pooling import MAX
 from ..layers.routing import EltwiseOp
 from ..threads import threads_for
@@ -117,24 +118,15 @@ def _max_pool(layer, x, r):
 
 def _ave_pool(layer, x, r):
     kh, kw, ph, pw, sh, sw, oh, ow = _pool_geometry(layer, x)
-    n, c, h, w = x.shape
-    # zero padding around the image: padded cells add nothing to the window sums or to R
-    ht = max((oh - 1) * sh + kh, h + ph)
-    wt = max((ow - 1) * sw + kw, w + pw)
-    xp = np.zeros((n, c, ht, wt), dtype=np.float32)
-    xp[:, :, ph:ph + h, pw:pw + w] = x
-    views = [(slice(u, u + (oh - 1) * sh + 1, sh), slice(v, v + (ow - 1) * sw + 1, sw))
-             for u in range(kh) for v in range(kw)]
-    s = np.zeros((n, c, oh, ow), dtype=np.float32)
-    for hs, ws in views:
-        s += xp[:, :, hs, ws]
+    r = np.ascontiguousarray(r, dtype=np.float32)
+    if r.shape != x.shape[:2] + (oh, ow):
+        raise ValueError("Pooling layer '%s': relevance of shape %s for an output of shape %s"
+                         % (layer.name, r.shape, x.shape[:2] + (oh, ow)))
     # |S| >= 1e-6: share x_i / S_j of R_j; else the original adds x_i itself (spec 2.3)
-    big = np.abs(s) >= np.float32(1e-6)
-    ratio = np.where(big, r / np.where(big, s, 1), np.float32(1)).astype(np.float32)
-    rp = np.zeros_like(xp)
-    for hs, ws in views:
-        rp[:, :, hs, ws] += xp[:, :, hs, ws] * ratio
-    return np.ascontiguousarray(rp[:, :, ph:ph + h, pw:pw + w])
+    out = np.empty(x.shape, dtype=np.float32)
+    ave_pool_relevance(np.ascontiguousarray(x, dtype=np.float32), r, kh, kw, ph, pw, sh, sw,
+                       out, threads_for(out.size))
+    return out
 
 
 def _lrn(layer, x, r):
@@ -142,21 +134,13 @@ def _lrn(layer, x, r):
     if not layer.across_channels:
         raise UnsupportedLayerError("LRN layer '%s': the original's relevance rule (type 1) "
                                     "exists for ACROSS_CHANNELS only" % layer.name)
-    n, p = layer.size, (layer.size - 1) // 2
-    alpha, beta, k = np.float32(layer.alpha), np.float32(layer.beta), np.float32(layer.k)
-    x = x.astype(np.float32)
-    scale = layer.scale
-    own = r * x * np.power(k + (alpha / n) * x * x, -beta)
-    t = x * np.power(scale, -beta - 1) * r              # x_c' s_c'^(-beta-1) R_c'
-    c = x.shape[1]
-    tp = np.zeros((x.shape[0], c + 2 * p) + x.shape[2:], dtype=np.float64)
-    tp[:, p:p + c] = t
-    window = np.zeros(t.shape, dtype=np.float64)
-    for d in range(2 * p + 1):
-        window += tp[:, d:d + c]
-    window -= t                                           # c' != c
-    cross = np.float32(2 * layer.alpha * layer.beta / n) * x * x * window
-    return (own - cross).astype(np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    # scale: the forward's k + alpha/n * window sum of x^2
+    lrn_relevance(np.ascontiguousarray(x, dtype=np.float32),
+                  np.ascontiguousarray(layer.scale, dtype=np.float32),
+                  np.ascontiguousarray(r, dtype=np.float32), layer.size, layer.alpha,
+                  layer.beta, layer.k, out, threads_for(out.size))
+    return out
 
 
 def _ave_pool_gradient(layer, x, r):
