@@ -1,5 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # distutils: libraries = m
+# (-lm: without it the unversioned powf binds to glibc's compat wrapper powf@GLIBC_2.2.5, which
+# costs ~25% of the LRN kernel; linked, it is powf@GLIBC_2.27 -> __powf_fma directly)
 """Relevance (LRP) rules of the non-linear layers, as the LRP Toolbox's Caffe release computes
 them (original-lrp.md §2.3).
 
