@@ -300,3 +300,102 @@ def test_rawhm_from_the_reference_input_blob_within_the_lrp_tolerance(shared_ref
             path.write_text(compat.rawhm_text(r[0]))
             expected = np.load(folder / "relevance.npz")["f100_eps1_beta0_aux0"][::-1]
             assert rel_err(compat.read_rawhm(path), expected.astype(np.float64)) <= 1e-3
+
+
+# --------------------------------------------------------------- bad input in the compat mode
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    """A generated 6-class model, mean and synset in tmp_path (the working directory)."""
+    from caffelrp.io.caffemodel import blobproto_bytes, write_caffemodel
+    sys.path.insert(0, str(Path(__file__).parent))
+    from netutil import layer, prototxt
+    body = (layer("conv1", "Convolution", params="convolution_param { num_output: 2 "
+                                                 "kernel_size: 3 pad: 1 }")
+            + layer("relu1", "ReLU", bottom="conv1", top="conv1")
+            + layer("fc", "InnerProduct", bottom="conv1",
+                    params="inner_product_param { num_output: 6 }")
+            + layer("prob", "Softmax", bottom="fc"))
+    (tmp_path / "net.prototxt").write_text(prototxt(body, (1, 3, 8, 8)))
+    rng = np.random.default_rng(0)
+    write_caffemodel(tmp_path / "w.caffemodel", [
+        ("conv1", "Convolution", [rng.normal(0, .1, (2, 3, 3, 3)).astype(np.float32),
+                                  np.zeros(2, np.float32)]),
+        ("fc", "InnerProduct", [rng.normal(0, .1, (6, 128)).astype(np.float32),
+                                np.zeros(6, np.float32)])])
+    (tmp_path / "mean.bin").write_bytes(blobproto_bytes(np.full((1, 3, 10, 10), 100, np.float32),
+                                                        legacy=True))
+    (tmp_path / "synset.txt").write_text("".join("c%d\n" % i for i in range(6)))
+    (tmp_path / "cfg.txt").write_text(config_text(param_file="net.prototxt", baseimgsize="10",
+                                                  numclasses="6"))
+    (tmp_path / "someimages").mkdir()
+    rgb = rng.integers(0, 256, (12, 15, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "someimages" / "good.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "someimages" / "grey.png")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_compat(*argv):
+    from caffelrp import cli
+    return cli.main(["-c", "cfg.txt", "-f", "list.txt", *argv])
+
+
+def test_compat_writes_the_four_files_per_image(tiny_setup, capsys):
+    (tiny_setup / "list.txt").write_text("someimages/good.png -2\n")
+    assert run_compat() == 0
+    names = sorted(p.name for p in (tiny_setup / "lrp_output" / "someimages").iterdir())
+    assert names == ["good.png_as_inputted_into_the_dnn.png", "good.png_heatmap.png",
+                     "good.png_rawhm.txt", "good.png_top10scores.txt"]
+    top = (tiny_setup / "lrp_output/someimages/good.png_top10scores.txt").read_text()
+    assert len(top.splitlines()) == 6          # min(10, numclasses)
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("someimages/grey.png -2", "grey.png: grayscale image"),
+    ("someimages/none.png -2", "none.png: no such file"),
+    ("someimages/good.png 6", "class 6 out of range, numclasses is 6"),
+    ("other/good.png -2", "standalone_rootpath 'someimages' does not occur"),
+])
+def test_compat_bad_entry_is_one_line_and_the_others_are_done(tiny_setup, capsys, line,
+                                                              problem):
+    if line.startswith("other"):
+        (tiny_setup / "other").mkdir()
+        shutil.copy(tiny_setup / "someimages" / "good.png", tiny_setup / "other")
+    (tiny_setup / "list.txt").write_text("%s\nsomeimages/good.png -1\n" % line)
+    assert run_compat() == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and problem in err[0]
+    assert (tiny_setup / "lrp_output/someimages/good.png_rawhm.txt").is_file()
+
+
+def test_compat_config_errors_are_usage_errors_naming_key_and_line(tiny_setup, capsys):
+    (tiny_setup / "list.txt").write_text("someimages/good.png -2\n")
+    (tiny_setup / "cfg.txt").write_text(config_text(param_file="net.prototxt", baseimgsize="10",
+                                                    numclasses="6", epsstab=None))
+    assert run_compat() == 2
+    assert capsys.readouterr().err == "error: cfg.txt: missing key 'epsstab' (epsilon)\n"
+    (tiny_setup / "cfg.txt").write_text(config_text(param_file="net.prototxt", baseimgsize="6",
+                                                    numclasses="6"))
+    assert run_compat() == 2
+    assert "cfg.txt:16: baseimgsize 6 is smaller than the network input 8x8" in \
+        capsys.readouterr().err
+    (tiny_setup / "cfg.txt").write_text(config_text(param_file="net.prototxt", baseimgsize="10",
+                                                    numclasses="5"))
+    assert run_compat() == 2
+    assert "cfg.txt:28: numclasses 5, but the network's output prob has 6" in \
+        capsys.readouterr().err
+    (tiny_setup / "cfg.txt").write_text(config_text(param_file="net.prototxt", baseimgsize="10",
+                                                    numclasses="6", relpropformulatype="31"))
+    assert run_compat() == 2
+    assert "cfg.txt:22: unknown LRP rule 31" in capsys.readouterr().err
+
+
+def test_compat_list_errors_are_usage_errors(tiny_setup, capsys):
+    (tiny_setup / "list.txt").write_text("someimages/good.png\n")
+    assert run_compat() == 2
+    assert "list.txt:1: no class field" in capsys.readouterr().err
+    from caffelrp import cli
+    assert cli.main(["-c", "cfg.txt", "-f", "nolist.txt"]) == 2
+    assert "nolist.txt: the image list must be a regular file" in capsys.readouterr().err
+    assert cli.main(["-c", "cfg.txt"]) == 2
+    assert "-c CONFIG needs -f FILELIST" in capsys.readouterr().err
