@@ -42,6 +42,7 @@ def kernel_extensions():
                 sources=[pyx],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
+                libraries=["m"],  # the current powf, not glibc's slow compat symbol
             )
         )
     return cythonize(
