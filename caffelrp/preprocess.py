@@ -304,7 +304,7 @@ class Preprocessed:
     info: dict = field(default_factory=dict)
 
 
-def _axis_indices(length, size, base_size, mean_length, crop_long, mean_offset_long):
+def _axis_indices(length, size, mean_length, crop_long, mean_offset_long):
     """Image and mean indices along one axis of the demonstrator's crop (spec 1.6 step 5)."""
     k = np.arange(size)
     if crop_long:
@@ -329,8 +329,8 @@ def toolbox_crop(resized, in_h, in_w, base_size, mean):
         mh, mw = mean.values.shape[1:]
         border_mean = min((mh - in_h) // 2, (mw - in_w) // 2)
     portrait = hei > wid
-    rows, mean_rows = _axis_indices(hei, in_h, base_size, mh, portrait, (border, border_mean))
-    cols, mean_cols = _axis_indices(wid, in_w, base_size, mw, not portrait, (border, border_mean))
+    rows, mean_rows = _axis_indices(hei, in_h, mh, portrait, (border, border_mean))
+    cols, mean_cols = _axis_indices(wid, in_w, mw, not portrait, (border, border_mean))
     crop = resized[rows[:, None], cols[None, :]]                    # (H, W, 3) RGB
     if mean.is_pixel:
         mean_rgb = mean.values[::-1][None, None, :]
@@ -358,8 +358,9 @@ def toolbox_preprocess(image, in_h, in_w, base_size, mean):
                             % (base_size, in_w, in_h))
     resized = toolbox_resize(image, base_size)
     blob, as_inputted = toolbox_crop(resized, in_h, in_w, base_size, mean)
+    enlarged = resized.shape[0] * resized.shape[1] > rows * cols
     info = {"pipeline": "lrp-toolbox", "resize": "ImageMagick 6 Q16 emulation, %s"
-            % ("mitchell" if image.palette or max(rows, cols) < base_size else "lanczos"),
+            % ("mitchell" if image.palette or enlarged else "lanczos"),
             "image_hw": [rows, cols], "base_size": base_size,
             "resized_hw": list(resized.shape[:2]), "input_hw": [in_h, in_w],
             "channel_order": "BGR", "mean": mean.describe()}
