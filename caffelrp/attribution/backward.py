@@ -24,6 +24,9 @@ from .lrp import _ranking_scores, _targets
 OUTPUTS = ("logit", "probability")
 # Default memory for the batches of a gradient method (interpolated / noisy inputs): 2 GiB.
 DEFAULT_MEMORY_BUDGET = 2 << 30
+# Largest batch: the GEMMs gain nothing beyond it, while every batch's fresh arrays cost page
+# faults in proportion to their size.
+MAX_BATCH = 32
 
 
 # ------------------------------------------------------------------------------ the pass
@@ -193,9 +196,9 @@ def batch_size(net, image_shape, memory_budget=None):
     """How many inputs of ``image_shape`` (C, H, W) one forward + backward may take at once so
     that it stays within ``memory_budget`` bytes: every blob version of the forward, as much
     again for the gradients and the layers' scratch, plus the im2col column matrix (bounded by
-    the convolution's own chunking)."""
+    the convolution's own chunking); at most ``MAX_BATCH``."""
     budget = parse_memory(memory_budget)
     if not net._shaped or tuple(net._blob_shapes[net._inputs[0][1]][1:]) != tuple(image_shape):
         net.reshape([(1,) + tuple(image_shape)])
     per_image = sum(int(np.prod(s[1:], dtype=np.int64)) for s in net._blob_shapes if s) * 4
-    return int(max(1, (budget - 2 * COLUMN_BUDGET) // (2 * per_image)))
+    return int(min(MAX_BATCH, max(1, (budget - 2 * COLUMN_BUDGET) // (2 * per_image))))

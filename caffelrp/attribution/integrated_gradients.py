@@ -176,7 +176,7 @@ def integrated_gradients(net, x, target="top1", baseline="black", mean=None, ste
             if rule in NESTED and used[i] and m == 2 * used[i]:
                 # the nodes of m are those of m/2 plus the old midpoints (weights halve)
                 mean_grad[i] *= 0.5
-                a = (np.arange(used[i], dtype=np.float64) + 0.5) / m
+                a = (2 * np.arange(used[i], dtype=np.float64) + 1) / m
                 w = np.full(a.size, 1.0 / m)
             else:
                 mean_grad[i] = 0
