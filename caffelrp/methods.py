@@ -125,3 +125,110 @@ METHODS = {
     "lrp": Method("lrp", "Layer-wise Relevance Propagation as the LRP Toolbox (default)",
                   _lrp_options, _lrp_parameters, _lrp_run),
 }
+
+
+# ------------------------------------------------------------------ gradient methods
+def _steps(text):
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        import argparse
+        raise argparse.ArgumentTypeError("--steps takes 'auto' or a positive number, got %r"
+                                         % text)
+    return value
+
+
+def _gradient_options(group):
+    # shared by gradient, gradxinput, smoothgrad and ig (option names are global)
+    group.add_argument("--score", choices=("logit", "probability"), default="logit",
+                       help="F of the gradient methods: the pre-softmax score of the explained "
+                            "classes (default) or their softmax probability")
+    group.add_argument("--seed", type=int, default=0,
+                       help="noise seed of smoothgrad and of ig's noise baseline (default 0)")
+
+
+def _no_options(group):
+    pass
+
+
+def _smoothgrad_options(group):
+    group.add_argument("--samples", type=int, default=50,
+                       help="noisy copies per image (default 50)")
+    group.add_argument("--noise", type=float, default=0.15,
+                       help="noise standard deviation as a fraction of the pixel range 0..255 "
+                            "(default 0.15)")
+
+
+def _ig_options(group):
+    from .attribution.integrated_gradients import BASELINES, RULES
+    group.add_argument("--steps", type=_steps, default="auto", metavar="auto|N",
+                       help="integration steps m, or auto: double m until the completeness error "
+                            "|sum(IG) - (F(x) - F(x'))| / |F(x) - F(x')| <= --tol (default)")
+    group.add_argument("--baseline", choices=BASELINES, default="black",
+                       help="x': black (pixel value 0, i.e. minus the mean; default), mean (the "
+                            "mean image, zeros), blur, noise (uniform over 0..255)")
+    group.add_argument("--tol", type=float, default=0.05,
+                       help="completeness tolerance of --steps auto (default 0.05)")
+    group.add_argument("--max-steps", type=int, default=1024,
+                       help="largest m of --steps auto (default 1024)")
+    group.add_argument("--quadrature", choices=RULES, default="riemann-midpoint",
+                       help="integration rule (default riemann-midpoint)")
+
+
+def _gradient_parameters(args):
+    return {"score": args.score}
+
+
+def _smoothgrad_parameters(args):
+    return {"score": args.score, "samples": args.samples, "noise": args.noise,
+            "seed": args.seed}
+
+
+def _ig_parameters(args):
+    return {"score": args.score, "steps": args.steps, "baseline": args.baseline,
+            "tol": args.tol, "max_steps": args.max_steps, "quadrature": args.quadrature,
+            "seed": args.seed}
+
+
+def _attribution(values, info):
+    return Attribution(values, [d["classes"] for d in info], info=info)
+
+
+def _gradient_run(net, x, target, args, context):
+    from .attribution.gradients import gradient
+    return _attribution(*gradient(net, x, target, output=args.score))
+
+
+def _gradxinput_run(net, x, target, args, context):
+    from .attribution.gradients import gradient_x_input
+    return _attribution(*gradient_x_input(net, x, target, output=args.score))
+
+
+def _smoothgrad_run(net, x, target, args, context):
+    from .attribution.gradients import smoothgrad
+    return _attribution(*smoothgrad(net, x, target, samples=args.samples, noise=args.noise,
+                                    seed=args.seed, input_range=(0, 255), output=args.score))
+
+
+def _ig_run(net, x, target, args, context):
+    from .attribution.integrated_gradients import integrated_gradients
+    mean = None if context.low is None else -context.low   # black = pixel 0 = -mean
+    return _attribution(*integrated_gradients(
+        net, x, target=target, baseline=args.baseline, mean=mean, steps=args.steps,
+        tol=args.tol, rule=args.quadrature, max_steps=args.max_steps, output=args.score,
+        seed=args.seed))
+
+
+METHODS["gradient"] = Method("gradient", "the gradient of F (saliency)", _gradient_options,
+                             _gradient_parameters, _gradient_run)
+METHODS["gradxinput"] = Method("gradxinput", "gradient x input", _no_options,
+                               _gradient_parameters, _gradxinput_run)
+METHODS["smoothgrad"] = Method("smoothgrad", "SmoothGrad (Smilkov et al. 2017)",
+                               _smoothgrad_options, _smoothgrad_parameters, _smoothgrad_run)
+METHODS["ig"] = Method("ig", "Integrated Gradients (Sundararajan et al. 2017) with the "
+                             "completeness error in the sidecar", _ig_options, _ig_parameters,
+                       _ig_run)

@@ -73,10 +73,13 @@ def _mean_array(mean, x):
         return m.reshape(1, c, 1, 1)
     if m.ndim == 3 and m.shape == x.shape[1:]:
         return m[None]
+    if m.ndim == 4 and m.shape == x.shape:   # one mean per image
+        return m
     if m.ndim == 0:
         return m
-    raise ValueError("mean must be one value per channel (%d) or an image %s, got shape %s (crop "
-                     "a mean image to the input size first)" % (c, tuple(x.shape[1:]), m.shape))
+    raise ValueError("mean must be one value per channel (%d), an image %s or one image per input, "
+                     "got shape %s (crop a mean image to the input size first)"
+                     % (c, tuple(x.shape[1:]), m.shape))
 
 
 def make_baseline(x, baseline="black", mean=None, seed=0, blur_sigma=None):
