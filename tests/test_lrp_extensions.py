@@ -431,3 +431,20 @@ def test_googlenet_ledger_conserves_through_inception_routing():
     assert {"Split", "Concat", "Pooling", "Convolution", "InnerProduct", "ReLU",
             "Dropout"} <= kinds
     assert np.isfinite(res.input).all()
+
+
+def test_top5_breaks_softmax_ties_by_logit(shared_reference):
+    """smallnet/scooter10: the 5th and 6th softmax outputs underflow to the same value; the
+    original explained the class with the larger logit (runs.json), and so does caffelrp."""
+    import json
+    from pathlib import Path
+    folder = shared_reference / "expected" / "smallnet" / "scooter10"
+    runs = json.loads((folder / "runs.json").read_text())
+    assert runs["prob_5th_equals_6th"]
+    repo = Path(__file__).resolve().parents[1] / "models" / "smallnet"
+    net = caffelrp.Net(str(repo / "deploy.prototxt"), str(repo / "smallnet.caffemodel"))
+    x = np.load(folder / "input.npy").astype(np.float32).reshape(1, 3, 64, 64)
+    _, classes = caffelrp.attribution.relevance(net, x, rule=0, target="top5",
+                                                return_classes=True)
+    want = runs["runs"]["f0_eps1_beta0_aux0"]["explained_classes"]
+    assert [int(c) for c in classes[0]] == want

@@ -74,8 +74,10 @@ def _ranking_scores(net, injection_top):
     return net._values[injection_top]
 
 
-def _targets(target, scores):
-    """Per image, the list of explained class indices."""
+def _targets(target, scores, tie_break=None):
+    """Per image, the list of explained class indices. ``tie_break``: scores (the logits) that
+    order classes whose ranking scores are equal, e.g. softmax outputs that underflow to 0 (the
+    reference's smallnet/scooter10 explains the 5th-best logit there, not the lowest index)."""
     n = scores.shape[0]
     flat = scores.reshape(n, -1)
     k = flat.shape[1]
@@ -84,7 +86,12 @@ def _targets(target, scores):
             raise ValueError("target must be 'top5', 'top1', a class index or a list of them, "
                              "got %r" % target)
         m = min(5, k) if target == "top5" else 1
-        order = np.argsort(-flat.astype(np.float64), axis=1, kind="stable")
+        if tie_break is not None and tie_break.size == flat.size:
+            second = -tie_break.reshape(n, -1).astype(np.float64)
+            order = np.stack([np.lexsort((second[i], -flat[i].astype(np.float64)))
+                              for i in range(n)])
+        else:
+            order = np.argsort(-flat.astype(np.float64), axis=1, kind="stable")
         return [list(order[i, :m]) for i in range(n)]
     if isinstance(target, (int, np.integer)):
         classes = [[int(target)]] * n
@@ -400,7 +407,7 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     top = _injection_layer(net, start)
     inj_top = net._top_ids[top][0]
     logits = values[inj_top]
-    classes = _targets(target, _ranking_scores(net, inj_top))
+    classes = _targets(target, _ranking_scores(net, inj_top), tie_break=logits)
 
     rel = {}
     for tid in net._top_ids[top]:
