@@ -14,8 +14,9 @@ from netutil import layer as L
 from netutil import make_net, randomize
 import reference_ops as ref
 
-# float32 forward + backward against float64 differences: relative to the largest entry
-TOL = 2e-4
+# float32 forward + backward against float64 differences, relative to the largest entry: the
+# errors seen are <= 4e-7 (float32 rounding); 1e-5 leaves room for other BLAS builds
+TOL = 1e-5
 STEP = 1e-6
 
 
@@ -281,7 +282,8 @@ CASES = {
     "crop": ((1, 2, 7, 7), conv("c", "data", 2, 3, "pad: 1")
              + L("p", "Pooling", "c", "p", "pooling_param { pool: AVE kernel_size: 2 stride: 2 }")
              + L("cr", "Crop", ["c", "p"], "cr", "crop_param { axis: 2 offset: 1 offset: 2 }")),
-    "softmax": ((1, 2, 3, 3), L("ip", "InnerProduct", params="inner_product_param { num_output: 5 }")
+    "softmax": ((1, 2, 3, 3), L("ip", "InnerProduct",
+                                params="inner_product_param { num_output: 5 }")
                 + L("sm", "Softmax", "ip", "sm")),
     "batchnorm-scale-bias": ((1, 3, 5, 5), conv("c", "data", 4, 3)
                              + L("bn", "BatchNorm", "c", "c",
@@ -371,7 +373,7 @@ def test_batched_gradient_equals_per_image_gradients(tmp_path):
         np.testing.assert_allclose(batched[i:i + 1], single, rtol=1e-5, atol=1e-6)
 
 
-def _directional_check(net, x, output_id, weights, directions=6, seed=0, tol=TOL):
+def _directional_check(net, x, output_id, weights, directions=6, seed=0, tol=1e-4):
     """<grad, v> against (L(x + h v) - L(x - h v)) / 2h in float64 for random directions v."""
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((directions,) + x.shape[1:])
