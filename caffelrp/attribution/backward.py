@@ -118,7 +118,8 @@ def output_blob(net, output="logit"):
 
 def explained_classes(net, target, output_id):
     """Per image the explained classes, after a forward pass (ranked as ``Net.relevance`` ranks)."""
-    return _targets(target, _ranking_scores(net, output_id))
+    # ties of the softmax outputs (underflow to 0) are ordered by the output blob, as LRP does
+    return _targets(target, _ranking_scores(net, output_id), tie_break=net._values[output_id])
 
 
 def _selected(net, output_id, classes):
