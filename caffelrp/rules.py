@@ -25,10 +25,12 @@ Alpha-beta (original type 2, "AB4"/"ABslow"; parameter beta >= 0, alpha = 1 + be
 """
 import numpy as np
 
+from . import scratch
 from .kernels.gemm import matmul
 from .kernels.im2col import col2im, im2col
 from .kernels.lrp_ratios import (alpha_beta_ratios, epsilon_ratio, multiply_into,
                                  signed_product)
+from .layers.conv import COLUMN_BUDGET
 from .threads import get_num_threads, threads_for
 
 WEIGHT_PARTS = ("all", "positive", "negative", "square")
@@ -46,12 +48,22 @@ def _gemm_operand(a):
     return np.ascontiguousarray(a)
 
 
-def _product(a, b):
-    """a @ b, float32, through the OpenMP-split sgemm kernel."""
+def _product(a, b, role=None):
+    """a @ b, float32, through the OpenMP-split sgemm kernel; into the scratch buffer ``role``
+    when one is named (see caffelrp.scratch)."""
     a, b = _gemm_operand(a), _gemm_operand(b)
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    shape = (a.shape[0], b.shape[1])
+    out = np.empty(shape, dtype=np.float32) if role is None else scratch.take(role, shape)
     matmul(a, b, out, get_num_threads())
     return out
+
+
+def _image_columns(a):
+    """(m, O, OH, OW) -> (O, m*OH*OW), the column order of a multi-image im2col matrix."""
+    m, o = a.shape[:2]
+    if m == 1:
+        return a.reshape(o, -1)
+    return np.ascontiguousarray(a.reshape(m, o, -1).transpose(1, 0, 2)).reshape(o, -1)
 
 
 def _divide_where(r, z, keep):
@@ -109,13 +121,16 @@ class LinearMap:
     ``rows_first``: the products are computed as (P, K) @ (K, O) rather than (O, K) @ (K, P), so
     that an inner product at batch 1 (P = 1) runs as a matrix-vector product. ``cache`` (a dict
     owned by the layer, or None) keeps the weight parts between passes: W+ of VGG-16's fc6 costs as
-    much to form as one product with it.
+    much to form as one product with it. ``scratch``: products asked for with a ``role`` go to
+    the scratch buffers (only where the caller consumes them before the next column block, as a
+    convolution does with col2im).
     """
 
-    def __init__(self, W, b=None, rows_first=False, cache=None, key=None):
+    def __init__(self, W, b=None, rows_first=False, cache=None, key=None, scratch=False):
         self.W = _f32(W)
         self.b = None if b is None else np.asarray(b, dtype=np.float32).reshape(-1)
         self.rows_first = rows_first
+        self.scratch = scratch
         self._cache = {} if cache is None else cache
         self._key = key
         self.outputs, self.fan_in = self.W.shape
@@ -147,19 +162,19 @@ class LinearMap:
             b = np.minimum(b, np.float32(0))
         return b[:, None]
 
-    def forward(self, X, part="all"):
+    def forward(self, X, part="all", role=None):
         """sum_i w_ij x_i for every column of X (K, P): (O, P)."""
         Wp = self.weights(part)
         if self.rows_first:
             return _product(X.T, Wp.T).T
-        return _product(Wp, X)
+        return _product(Wp, X, role if self.scratch else None)
 
-    def backward(self, S, part="all"):
+    def backward(self, S, part="all", role=None):
         """sum_j w_ij s_j for every column of S (O, P): (K, P)."""
         Wp = self.weights(part)
         if self.rows_first:
             return _product(S.T, Wp).T
-        return _product(Wp.T, S)
+        return _product(Wp.T, S, role if self.scratch else None)
 
     def spread_uniformly(self, S):
         """sum_j s_j, copied to every input of the column: the transposed map with all-ones
@@ -200,7 +215,7 @@ class DiagonalMap:
             return np.minimum(self.b, np.float32(0))
         return self.b
 
-    def forward(self, X, part="all"):
+    def forward(self, X, part="all", role=None):
         return self.weights(part) * X
 
     backward = forward
@@ -255,7 +270,12 @@ class Rule:
     def conv(self, x, W, b, R, geometry, group=1, z=None, cache=None):
         """Convolution: x (N, C, H, W), W (O, C/group, kh, kw), b (O,) or None,
         R (N, O, OH, OW), geometry = (kh, kw, ph, pw, sh, sw, dh, dw), z (N, O, OH, OW) the forward
-        output or None -> (N, C, H, W)."""
+        output or None -> (N, C, H, W).
+
+        Images go through in chunks whose column matrix stays within the column budget, so that
+        one GEMM covers several images where the layer is small (VGG-16's conv5: 196 columns per
+        image); the temporaries live in scratch buffers, consumed by col2im before the next chunk.
+        """
         x = _f32(x)
         R = _f32(R)
         n, c, h, w = x.shape
@@ -266,27 +286,34 @@ class Rule:
         weights = _f32(W).reshape(o, k)
         maps = [LinearMap(weights[g * og:(g + 1) * og],
                           None if b is None else b[g * og:(g + 1) * og], cache=cache,
-                          key=("group", g)) for g in range(group)]
+                          key=("group", g), scratch=True) for g in range(group)]
         images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
                               for v in self.aux_images(x))
         out = np.empty_like(x)
         threads = get_num_threads()
         nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
-        for i in range(n):
+        spatial = oh * ow
+        chunk = max(1, COLUMN_BUDGET // max(c * kh * kw * spatial * 4, 1))
+        for n0 in range(0, n, chunk):
+            m = min(chunk, n - n0)
             cols = []
-            for image in images:
-                col = np.empty((c * kh * kw, oh * ow), dtype=np.float32)
-                im2col(_f32(image[i:i + 1]), *geometry, oh, ow, col, threads_for(col.size))
+            for j, image in enumerate(images):
+                col = scratch.take(("lrp-columns", j), (c * kh * kw, m * spatial))
+                im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
                 cols.append(col)
-            rel = np.empty_like(cols[0])
-            r_i = R[i].reshape(o, oh * ow)
-            z_i = None if z is None else np.asarray(z[i], dtype=np.float32).reshape(o, oh * ow)
-            for g, lin in enumerate(maps):
-                rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
-                rel[rows] = self.conv_columns(
-                    cols[0][rows], lin, r_i[outs], None if z_i is None else z_i[outs],
-                    tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
-            col2im(rel, 1, c, h, w, *geometry, oh, ow, out[i:i + 1], threads)
+            r_c = _image_columns(R[n0:n0 + m])
+            z_c = None if z is None else _image_columns(_f32(z[n0:n0 + m]))
+            if group == 1:
+                rel = self.conv_columns(cols[0], maps[0], r_c, z_c, tuple(cols[1:]), kh * kw,
+                                        nonnegative)
+            else:
+                rel = scratch.take("lrp-groups", cols[0].shape)
+                for g, lin in enumerate(maps):
+                    rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
+                    rel[rows] = self.conv_columns(
+                        cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
+                        tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
+            col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
         return out
 
     def conv_columns(self, X, lin, R, z, aux, spatial, nonnegative=None):
@@ -304,7 +331,7 @@ class Epsilon(Rule):
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         if z is None:
             z = _with_bias(lin.forward(X), lin)
-        return _times_input(X, lin.backward(_epsilon_ratio(R, z, self.eps)))
+        return _times_input(X, lin.backward(_epsilon_ratio(R, z, self.eps), role="lrp-back0"))
 
     def __repr__(self):
         return "epsilon(%g)" % self.eps
@@ -345,10 +372,10 @@ class AlphaBeta(Rule):
         if not nonnegative and not aux:
             xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
         if nonnegative:   # after a ReLU or pooling: x- = 0, one product fewer
-            zp = lin.forward(X, "positive")
+            zp = lin.forward(X, "positive", role="lrp-zplus")
         else:
-            zp = lin.forward(xp, "positive")
-            zp += lin.forward(xn, "negative")
+            zp = lin.forward(xp, "positive", role="lrp-zplus")
+            zp += lin.forward(xn, "negative", role="lrp-zminus")
         offset = None
         if self.beta > 0:
             # z- = z - z+: the sum of all products is that of the positive plus the negative
@@ -363,20 +390,21 @@ class AlphaBeta(Rule):
         if nonnegative:
             # R_i = x_i [sum_j w+_ij alpha s+_j - sum_j w-_ij beta s-_j], with w- = w - w+
             if sn is None:
-                g = lin.backward(sp, "positive")
+                g = lin.backward(sp, "positive", role="lrp-back0")
             else:
-                g = lin.backward(sp + sn, "positive")
-                g -= lin.backward(sn)
+                g = lin.backward(sp + sn, "positive", role="lrp-back0")
+                g -= lin.backward(sn, role="lrp-back1")
             return _times_input(X, g)
         # x+ meets w+ s+ and w- s-, x- meets w- s+ and w+ s- (alpha, beta inside s+, s-):
         # R_i = x_i [sum_j w+ s+ - w- s-] for x_i > 0, x_i [sum_j w- s+ - w+ s-] for x_i < 0
         if sn is None:
-            pos, neg = lin.backward(sp, "positive"), lin.backward(sp, "negative")
+            pos = lin.backward(sp, "positive", role="lrp-back0")
+            neg = lin.backward(sp, "negative", role="lrp-back1")
         else:
-            q = lin.backward(sp + sn, "positive")            # w+ s+ + w+ s-
-            pos = lin.backward(sn)                           # w s- = w+ s- + w- s-
+            q = lin.backward(sp + sn, "positive", role="lrp-back0")    # w+ s+ + w+ s-
+            pos = lin.backward(sn, role="lrp-back1")                   # w s- = w+ s- + w- s-
             np.subtract(q, pos, out=pos)                     # w+ s+ - w- s- (uses w- = w - w+)
-            neg = lin.backward(sp)
+            neg = lin.backward(sp, role="lrp-back2")
             np.subtract(neg, q, out=neg)                     # w- s+ - w+ s-
         if _is_matrix(X, pos, neg):
             signed_product(X, pos, neg, pos, threads_for(pos.size))

@@ -186,6 +186,50 @@ def test_conv_matches_float64_reference(shape, name, eps, beta):
     assert close(got, want)
 
 
+@pytest.mark.parametrize("nonnegative", [True, False])
+@pytest.mark.parametrize("name,eps,beta", CASES)
+def test_conv_batch_in_chunks_matches_float64_reference(monkeypatch, name, eps, beta, nonnegative):
+    """Images go through in chunks of the column budget (here 2 + 2 + 1 of 5), one GEMM per
+    chunk; every image's relevance is still its own, with z taken from the forward."""
+    import caffelrp.rules as rules_module
+    c, h, w, o, k, pad, stride, group = 4, 9, 9, 6, 3, 1, 1, 2
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, c, h, w))
+    x = f32(np.abs(x) if nonnegative else x)
+    W = f32(rng.standard_normal((o, c // group, k, k)))
+    b = f32(rng.standard_normal(o) * 0.5)
+    R = f32(rng.standard_normal((5, o, h, w)))
+    per_image = c * k * k * h * w * 4
+    monkeypatch.setattr(rules_module, "COLUMN_BUDGET", 2 * per_image + 1)
+    z = f32(conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
+                         pad, stride, group))
+    geometry = (k, k, pad, pad, stride, stride, 1, 1)
+    got = make_rule(name, eps, beta).conv(x, W, b, R, geometry, group, z=z)
+    want = ref_conv(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
+                    R.astype(np.float64), pad, stride, group, name, eps, beta)
+    for i in range(5):
+        assert close(got[i], want[i]), "image %d" % i
+
+
+def test_conv_results_do_not_share_scratch_memory(monkeypatch):
+    """The rules' temporaries live in scratch buffers; what a call returns must not."""
+    from caffelrp import scratch
+    monkeypatch.setattr(scratch, "MIN_BYTES", 0)   # every temporary from the scratch pool
+    rng = np.random.default_rng(13)
+    W = f32(rng.standard_normal((5, 3, 3, 3)))
+    geometry = (3, 3, 1, 1, 1, 1, 1, 1)
+    for rule in (epsilon(0.1), alpha_beta(beta=1.0), alpha_beta(beta=0.0)):
+        x1, x2 = f32(rng.standard_normal((2, 3, 8, 8))), f32(np.abs(rng.standard_normal((1, 3, 8, 8))))
+        R1, R2 = f32(rng.standard_normal((2, 5, 8, 8))), f32(rng.standard_normal((1, 5, 8, 8)))
+        first = rule.conv(x1, W, None, R1, geometry)
+        kept = first.copy()
+        rule.conv(x2, W, None, R2, geometry)
+        np.testing.assert_array_equal(first, kept)
+    assert scratch.held_bytes() > 0
+    scratch.release()
+    assert scratch.held_bytes() == 0
+
+
 @pytest.mark.parametrize("shape", CONV_SHAPES)
 def test_conv_epsilon_conserves_with_tiny_eps_and_no_bias(shape):
     c, h, w, o, k, pad, stride, group = shape

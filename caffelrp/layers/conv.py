@@ -8,6 +8,7 @@ group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W
 """
 import numpy as np
 
+from .. import scratch
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
 from ..threads import get_num_threads, threads_for
@@ -145,13 +146,14 @@ class Convolution(_ConvBase):
         return [self._convolve(x) for x in bottoms]
 
     def columns(self, x):
-        """The im2col matrix of x, (C*kh*kw, N*OH*OW)."""
+        """The im2col matrix of x, (C*kh*kw, N*OH*OW), in a scratch buffer (valid until the next
+        call)."""
         g = self.geometry
         n, c, h, w = x.shape
         if g.is_pointwise:
             return channels_as_rows(x)
         oh, ow = g.conv_out(h, w)
-        col = np.empty((c * g.kh * g.kw, n * oh * ow), dtype=np.float32)
+        col = scratch.take("conv-columns", (c * g.kh * g.kw, n * oh * ow))
         im2col(x, *g.args(), oh, ow, col, threads_for(col.size))
         return col
 
@@ -200,7 +202,7 @@ class Convolution(_ConvBase):
             # dy in the column layout of the forward's im2col matrix: (O, m*OH*OW)
             rows = d.reshape(o, oh * ow) if m == 1 else np.ascontiguousarray(
                 d.transpose(1, 0, 2)).reshape(o, m * oh * ow)
-            col = np.empty((k * groups, m * oh * ow), dtype=np.float32)
+            col = scratch.take("conv-backward-columns", (k * groups, m * oh * ow))
             for gi in range(groups):
                 matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
                        col[gi * k:(gi + 1) * k], threads)
