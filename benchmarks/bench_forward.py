@@ -74,6 +74,22 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
+def interleaved_medians(fns, repeats, inner=1):
+    """Median time of each of ``fns``, measured in turns (after one warm-up each) so that the
+    machine's drift meets all of them alike; the first (a short reference) runs ``inner`` times
+    a turn."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            for _ in range(inner if k == 0 else 1):
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
+
+
 def bench_model(key, folder, repeats, batches):
     import cv2
     directory, fmt = MODELS[key]

@@ -4,17 +4,16 @@
                                   [--threads 2] [--memory-budget 2G] [--write FILE]
 
 Seeded random (He-scaled) weights, one random image, baseline black (= -mean). The reference is
-the median time of ``net.gradient`` on one image (forward + backward at batch 1); IG with m fixed
+the median time of ``net.gradient`` on one image (forward + backward at batch 1), measured in
+turns with IG (5 gradient calls, then one IG run, ``--repeats`` times); IG with m fixed
 steps (riemann-midpoint) costs m gradient evaluations plus two forward passes (F(x), F(x')), run
 in batches bounded by the memory budget. "ratio" = (IG time / m) / (forward + backward time):
 at most 1.2 is the target (the batching works). Peak memory is this process's VmHWM after the run.
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +23,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import caffelrp  # noqa: E402
-from bench_forward import MODELS, random_layers  # noqa: E402
+from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
 from caffelrp.attribution.backward import batch_size  # noqa: E402
 from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
 
 MEAN = np.array([104.00699, 116.66877, 122.67891], np.float32)
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def peak_rss_gb():
@@ -73,14 +62,16 @@ def main():
             c, h, w = net.blob_shapes[net.inputs[0]][1:]
             x = (np.random.default_rng(0).uniform(0, 255, (1, c, h, w))
                  - MEAN.reshape(1, 3, 1, 1)).astype(np.float32)
-            t_fb = median_time(lambda: net.gradient(x, target="top1"), args.repeats)
             result = {}
+
+            def run_fb():
+                net.gradient(x, target="top1")
 
             def run_ig():
                 result["info"] = net.integrated_gradients(
                     x, target="top1", baseline="black", mean=MEAN, steps=args.steps,
                     memory_budget=args.memory_budget)[1]
-            t_ig = median_time(run_ig, max(1, args.repeats - 2))
+            t_fb, t_ig = interleaved_medians([run_fb, run_ig], args.repeats, inner=5)
             per_step = t_ig / args.steps
             row = "| %s | %.4f | %.3f | %.4f | %.2f | %d | %.4f | %.2f |" % (
                 key, t_fb, t_ig, per_step, per_step / t_fb,

@@ -4,13 +4,12 @@
                                    [--rules 100 2] [--betas 0 1] [--batches 1 8] [--write FILE]
 
 Seeded random (He-scaled) weights, random inputs; medians of ``--repeats`` runs after a warm-up,
-all in one process. The original's times (TIMINGS.md, batch 1, forward + backward of the clean pass)
+all in one process, the forward pass and every rule/beta variant measured in turns (so that the
+machine's drift meets them alike). The original's times (TIMINGS.md, batch 1, forward + backward)
 are quoted next to ours per image.
 """
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import caffelrp  # noqa: E402
-from bench_forward import MODELS, random_layers  # noqa: E402
+from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
 from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
 
 # ../shared/reference/TIMINGS.md, median fwd + bwd seconds per image (batch 1): beta 0 from the
@@ -31,16 +30,6 @@ ORIGINAL = {("caffenet", 100, 0): 0.043 + 0.169, ("caffenet", 2, 0): 0.043 + 0.8
             ("caffenet", 100, 1): 0.054 + 0.274, ("caffenet", 2, 1): 0.048 + 0.949,
             ("googlenet", 100, 1): 0.115 + 0.649, ("googlenet", 2, 1): 0.085 + 0.570,
             ("vgg16", 100, 1): 0.369 + 3.764, ("vgg16", 2, 1): 0.435 + 5.809}
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
@@ -69,19 +58,20 @@ def main():
                 c, h, w = net.blob_shapes[net.inputs[0]][1:]
                 x = np.random.default_rng(batch).uniform(-120, 130, (batch, c, h, w)).astype(
                     np.float32)
-                t_fwd = median_time(lambda: net.forward(x), args.repeats)
-                for rule in args.rules:
-                    for beta in args.betas:
-                        t_rel = median_time(
-                            lambda: net.relevance(x, rule=rule, eps=1.0, beta=beta), args.repeats)
-                        per_image = t_rel / batch
-                        orig = ORIGINAL.get((key, rule, beta))
-                        row = "| %s | %d | %d | %g | %.4f | %.4f | %.2f | %.4f | %s | %s |" % (
-                            key, batch, rule, beta, t_fwd, t_rel, t_rel / t_fwd, per_image,
-                            "%.3f" % orig if orig else "-",
-                            "%.1fx" % (orig / per_image) if orig else "-")
-                        lines.append(row)
-                        print(row, flush=True)
+                variants = [(rule, beta) for rule in args.rules for beta in args.betas]
+                runs = [lambda: net.forward(x)] + [
+                    (lambda rule=rule, beta=beta: net.relevance(x, rule=rule, eps=1.0, beta=beta))
+                    for rule, beta in variants]
+                t_fwd, *t_rels = interleaved_medians(runs, args.repeats)
+                for (rule, beta), t_rel in zip(variants, t_rels):
+                    per_image = t_rel / batch
+                    orig = ORIGINAL.get((key, rule, beta))
+                    row = "| %s | %d | %d | %g | %.4f | %.4f | %.2f | %.4f | %s | %s |" % (
+                        key, batch, rule, beta, t_fwd, t_rel, t_rel / t_fwd, per_image,
+                        "%.3f" % orig if orig else "-",
+                        "%.1fx" % (orig / per_image) if orig else "-")
+                    lines.append(row)
+                    print(row, flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

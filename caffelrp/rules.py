@@ -401,11 +401,11 @@ class AlphaBeta(Rule):
             pos = lin.backward(sp, "positive", role="lrp-back0")
             neg = lin.backward(sp, "negative", role="lrp-back1")
         else:
-            q = lin.backward(sp + sn, "positive", role="lrp-back0")    # w+ s+ + w+ s-
-            pos = lin.backward(sn, role="lrp-back1")                   # w s- = w+ s- + w- s-
-            np.subtract(q, pos, out=pos)                     # w+ s+ - w- s- (uses w- = w - w+)
+            q = lin.backward(sp + sn, "positive", role="lrp-back0")  # w+ s+ + w+ s-
+            pos = lin.backward(sn, role="lrp-back1")                 # w s- = w+ s- + w- s-
+            np.subtract(q, pos, out=pos)             # w+ s+ - w- s- (uses w- = w - w+)
             neg = lin.backward(sp, role="lrp-back2")
-            np.subtract(neg, q, out=neg)                     # w- s+ - w+ s-
+            np.subtract(neg, q, out=neg)             # w- s+ - w+ s-
         if _is_matrix(X, pos, neg):
             signed_product(X, pos, neg, pos, threads_for(pos.size))
             return pos
