@@ -259,7 +259,7 @@ LRN_SHAPES = [(2, 6, 4, 5, 1), (2, 6, 4, 5, 3), (2, 6, 4, 5, 5),
 LRN_CONSTANTS = [(1e-4, 0.75, 1.0), (0.5, 0.75, 1.0), (2.0, 0.6, 2.0)]   # (alpha, beta, k)
 
 
-@pytest.mark.parametrize("shape,constants", itertools.product(LRN_SHAPES, LRN_CONSTANTS))
+@pytest.mark.parametrize("shape,constants", list(itertools.product(LRN_SHAPES, LRN_CONSTANTS)))
 def test_lrn_relevance_matches_float64_reference(shape, constants):
     *dims, size = shape
     alpha, beta, k = constants
