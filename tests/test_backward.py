@@ -326,6 +326,24 @@ def test_input_gradient_matches_float64_finite_differences(tmp_path, name):
     assert_close(got, finite_difference(net, x, net._latest[top], weights))
 
 
+def test_pointwise_convolution_batch_forward_and_backward_per_group(tmp_path):
+    """1x1 convolutions read and write every image in place (no im2col, no transposed batch):
+    with groups and a batch, y = W_g x_g + b and dx = W_g^T dy_g per image, checked in float64."""
+    net = make_net(tmp_path, conv("c", "data", 6, 1, "group: 2"), (3, 4, 5, 5))
+    randomize(net, seed=4, scale=0.5)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((3, 6, 5, 5)).astype(np.float32)
+    W, b = (a.astype(np.float64) for a in net.params["c"])
+    Wg = W.reshape(2, 3, 2)   # (group, outputs of the group, inputs of the group)
+    xg = x.astype(np.float64).reshape(3, 2, 2, 25)
+    y_want = np.einsum("goc,ngcp->ngop", Wg, xg).reshape(3, 6, 5, 5) + b[None, :, None, None]
+    np.testing.assert_allclose(net.forward(x)["c"], y_want, rtol=1e-5, atol=1e-5)
+    dx_want = np.einsum("goc,ngop->ngcp", Wg, dy.astype(np.float64).reshape(3, 2, 3, 25))
+    got = net.backward({"c": dy})["data"]
+    np.testing.assert_allclose(got, dx_want.reshape(x.shape), rtol=1e-5, atol=1e-5)
+
+
 def test_every_forward_layer_type_has_a_backward_case():
     covered = {t for shape, body in CASES.values() for t in
                [line.split('"')[1] for line in body.splitlines() if "type:" in line]}

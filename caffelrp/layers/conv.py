@@ -167,13 +167,16 @@ class Convolution(_ConvBase):
         per_image = k * groups * oh * ow * 4
         chunk = max(1, COLUMN_BUDGET // max(per_image, 1))
         threads = get_num_threads()
+        pointwise = self.geometry.is_pointwise
         for n0 in range(0, n, chunk):
             xs = x[n0:n0 + chunk]
-            col = self.columns(xs)
+            # a 1x1 convolution reads each image as it is (no transposed copy of the batch)
+            col = None if pointwise else self.columns(xs)
             # one GEMM per image and group, written straight into the output: image i's columns
             # are col[:, i*OH*OW:(i+1)*OH*OW]
             for i in range(xs.shape[0]):
-                cols = col[:, i * oh * ow:(i + 1) * oh * ow]
+                cols = xs[i].reshape(c, h * w) if pointwise else \
+                    col[:, i * oh * ow:(i + 1) * oh * ow]
                 for gi in range(groups):
                     matmul(weights[gi * og:(gi + 1) * og], cols[gi * k:(gi + 1) * k],
                            y[n0 + i, gi * og:(gi + 1) * og], threads)
@@ -194,8 +197,15 @@ class Convolution(_ConvBase):
         weights = self.blobs[0].reshape(o, k)
         dy = np.ascontiguousarray(dy, dtype=np.float32).reshape(n, o, oh * ow)
         dx = np.empty((n, c, h, w), dtype=np.float32)
-        chunk = max(1, COLUMN_BUDGET // max(k * groups * oh * ow * 4, 1))
         threads = get_num_threads()
+        if g.is_pointwise:   # 1x1: W^T dy is dx itself, image by image (no col2im, no transpose)
+            cg = c // groups
+            for i in range(n):
+                for gi in range(groups):
+                    matmul(weights[gi * og:(gi + 1) * og].T, dy[i, gi * og:(gi + 1) * og],
+                           dx[i, gi * cg:(gi + 1) * cg].reshape(cg, h * w), threads)
+            return dx
+        chunk = max(1, COLUMN_BUDGET // max(k * groups * oh * ow * 4, 1))
         for n0 in range(0, n, chunk):
             d = dy[n0:n0 + chunk]
             m = d.shape[0]
