@@ -298,7 +298,8 @@ class Rule:
             m = min(chunk, n - n0)
             cols = []
             for j, image in enumerate(images):
-                col = scratch.take(("lrp-columns", j), (c * kh * kw, m * spatial))
+                col = scratch.take(scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j),
+                                   (c * kh * kw, m * spatial))
                 im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
                 cols.append(col)
             r_c = _image_columns(R[n0:n0 + m])

@@ -12,6 +12,8 @@ touched once and reused by every later layer and call.
 ``take`` of the same role in the same thread may return the same memory, so a caller uses one role
 per temporary that is alive at the same time and never lets a scratch array escape its function.
 Small requests (below ``MIN_BYTES``) are plain allocations: numpy's own cache serves them well.
+``COLUMNS`` is the role of a convolution's column matrix in its forward pass, its gradient and its
+relevance rule alike: none of them runs inside another, so one buffer serves all three.
 The buffers are per thread, so nets used from several Python threads do not share them.
 ``release()`` frees this thread's buffers (they are at most a few hundred MB per role: the column
 budget of ``caffelrp.layers.conv``).
@@ -21,6 +23,7 @@ import threading
 import numpy as np
 
 MIN_BYTES = 4 << 20
+COLUMNS = "columns"
 
 _local = threading.local()
 
@@ -33,7 +36,7 @@ def _buffers():
 
 
 def take(role, shape):
-    """A float32 array of ``shape`` (contents undefined), backed by this thread's ``role`` buffer."""
+    """A float32 array of ``shape`` (contents undefined) in this thread's ``role`` buffer."""
     size = 1
     for d in shape:
         size *= int(d)

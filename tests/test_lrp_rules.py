@@ -219,7 +219,8 @@ def test_conv_results_do_not_share_scratch_memory(monkeypatch):
     W = f32(rng.standard_normal((5, 3, 3, 3)))
     geometry = (3, 3, 1, 1, 1, 1, 1, 1)
     for rule in (epsilon(0.1), alpha_beta(beta=1.0), alpha_beta(beta=0.0)):
-        x1, x2 = f32(rng.standard_normal((2, 3, 8, 8))), f32(np.abs(rng.standard_normal((1, 3, 8, 8))))
+        x1 = f32(rng.standard_normal((2, 3, 8, 8)))
+        x2 = f32(np.abs(rng.standard_normal((1, 3, 8, 8))))
         R1, R2 = f32(rng.standard_normal((2, 5, 8, 8))), f32(rng.standard_normal((1, 5, 8, 8)))
         first = rule.conv(x1, W, None, R1, geometry)
         kept = first.copy()

@@ -153,7 +153,7 @@ class Convolution(_ConvBase):
         if g.is_pointwise:
             return channels_as_rows(x)
         oh, ow = g.conv_out(h, w)
-        col = scratch.take("conv-columns", (c * g.kh * g.kw, n * oh * ow))
+        col = scratch.take(scratch.COLUMNS, (c * g.kh * g.kw, n * oh * ow))
         im2col(x, *g.args(), oh, ow, col, threads_for(col.size))
         return col
 
@@ -212,7 +212,7 @@ class Convolution(_ConvBase):
             # dy in the column layout of the forward's im2col matrix: (O, m*OH*OW)
             rows = d.reshape(o, oh * ow) if m == 1 else np.ascontiguousarray(
                 d.transpose(1, 0, 2)).reshape(o, m * oh * ow)
-            col = scratch.take("conv-backward-columns", (k * groups, m * oh * ow))
+            col = scratch.take(scratch.COLUMNS, (k * groups, m * oh * ow))
             for gi in range(groups):
                 matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
                        col[gi * k:(gi + 1) * k], threads)
