@@ -4,9 +4,9 @@
                                    [--rules 100 2] [--betas 0 1] [--batches 1 8] [--write FILE]
 
 Seeded random (He-scaled) weights, random inputs; medians of ``--repeats`` runs after a warm-up,
-all in one process, the forward pass and every rule/beta variant measured in turns (so that the
-machine's drift meets them alike). The original's times (TIMINGS.md, batch 1, forward + backward)
-are quoted next to ours per image.
+all in one process; per model the forward pass and every rule/beta variant at every batch size are
+measured in turns (so that the machine's drift meets them alike). The original's times
+(TIMINGS.md, batch 1, forward + backward) are quoted next to ours per image.
 """
 import argparse
 import sys
@@ -46,7 +46,8 @@ def main():
              "Command: `python benchmarks/bench_lrp.py %s` (threads: %d; medians)." % (
                  " ".join(sys.argv[1:]), caffelrp.get_num_threads()), "",
              "| model | batch | rule | beta | forward s | forward + relevance s | ratio | per image s "
-             "| original per image s | speed-up vs original |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| per image vs batch %d | original per image s | speed-up vs original |"
+             % args.batches[0], "|---|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
             directory, fmt = MODELS[key]
@@ -54,20 +55,29 @@ def main():
             weights = Path(folder) / (key + ".caffemodel")
             write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
             net = caffelrp.Net(prototxt, weights)
+            c, h, w = net.blob_shapes[net.inputs[0]][1:]
+            variants = [(rule, beta) for rule in args.rules for beta in args.betas]
+            cases, runs = [], []   # every batch size and variant in the same turns
             for batch in args.batches:
-                c, h, w = net.blob_shapes[net.inputs[0]][1:]
                 x = np.random.default_rng(batch).uniform(-120, 130, (batch, c, h, w)).astype(
                     np.float32)
-                variants = [(rule, beta) for rule in args.rules for beta in args.betas]
-                runs = [lambda: net.forward(x)] + [
-                    (lambda rule=rule, beta=beta: net.relevance(x, rule=rule, eps=1.0, beta=beta))
-                    for rule, beta in variants]
-                t_fwd, *t_rels = interleaved_medians(runs, args.repeats)
-                for (rule, beta), t_rel in zip(variants, t_rels):
+                cases.append((batch, None))
+                runs.append(lambda x=x: net.forward(x))
+                for rule, beta in variants:
+                    cases.append((batch, (rule, beta)))
+                    runs.append(lambda x=x, rule=rule, beta=beta: net.relevance(
+                        x, rule=rule, eps=1.0, beta=beta))
+            times = dict(zip(cases, interleaved_medians(runs, args.repeats)))
+            first = args.batches[0]
+            for batch in args.batches:
+                t_fwd = times[(batch, None)]
+                for rule, beta in variants:
+                    t_rel = times[(batch, (rule, beta))]
                     per_image = t_rel / batch
                     orig = ORIGINAL.get((key, rule, beta))
-                    row = "| %s | %d | %d | %g | %.4f | %.4f | %.2f | %.4f | %s | %s |" % (
+                    row = "| %s | %d | %d | %g | %.4f | %.4f | %.2f | %.4f | %.2f | %s | %s |" % (
                         key, batch, rule, beta, t_fwd, t_rel, t_rel / t_fwd, per_image,
+                        per_image / (times[(first, (rule, beta))] / first),
                         "%.3f" % orig if orig else "-",
                         "%.1fx" % (orig / per_image) if orig else "-")
                     lines.append(row)
