@@ -121,16 +121,16 @@ class LinearMap:
     ``rows_first``: the products are computed as (P, K) @ (K, O) rather than (O, K) @ (K, P), so
     that an inner product at batch 1 (P = 1) runs as a matrix-vector product. ``cache`` (a dict
     owned by the layer, or None) keeps the weight parts between passes: W+ of VGG-16's fc6 costs as
-    much to form as one product with it. ``scratch``: products asked for with a ``role`` go to
+    much to form as one product with it. ``use_scratch``: products asked for with a ``role`` go to
     the scratch buffers (only where the caller consumes them before the next column block, as a
     convolution does with col2im).
     """
 
-    def __init__(self, W, b=None, rows_first=False, cache=None, key=None, scratch=False):
+    def __init__(self, W, b=None, rows_first=False, cache=None, key=None, use_scratch=False):
         self.W = _f32(W)
         self.b = None if b is None else np.asarray(b, dtype=np.float32).reshape(-1)
         self.rows_first = rows_first
-        self.scratch = scratch
+        self.use_scratch = use_scratch
         self._cache = {} if cache is None else cache
         self._key = key
         self.outputs, self.fan_in = self.W.shape
@@ -167,14 +167,14 @@ class LinearMap:
         Wp = self.weights(part)
         if self.rows_first:
             return _product(X.T, Wp.T).T
-        return _product(Wp, X, role if self.scratch else None)
+        return _product(Wp, X, role if self.use_scratch else None)
 
     def backward(self, S, part="all", role=None):
         """sum_j w_ij s_j for every column of S (O, P): (K, P)."""
         Wp = self.weights(part)
         if self.rows_first:
             return _product(S.T, Wp).T
-        return _product(Wp.T, S, role if self.scratch else None)
+        return _product(Wp.T, S, role if self.use_scratch else None)
 
     def spread_uniformly(self, S):
         """sum_j s_j, copied to every input of the column: the transposed map with all-ones
@@ -286,7 +286,7 @@ class Rule:
         weights = _f32(W).reshape(o, k)
         maps = [LinearMap(weights[g * og:(g + 1) * og],
                           None if b is None else b[g * og:(g + 1) * og], cache=cache,
-                          key=("group", g), scratch=True) for g in range(group)]
+                          key=("group", g), use_scratch=True) for g in range(group)]
         images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
                               for v in self.aux_images(x))
         out = np.empty_like(x)
