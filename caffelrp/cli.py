@@ -6,11 +6,11 @@ used; in a batch the other images are still done and the failures listed at the 
 errors (arguments, config file, image list).
 """
 import argparse
-import hashlib
 import io
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from . import __version__
 from . import compat
 from .errors import CaffeLRPError
 from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
-from .io.caffemodel import write_atomically
+from .files import file_sha256, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
 from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
@@ -28,6 +28,7 @@ from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_b
 from .render import COLORMAPS, colorize, heatmap_scale, overlay, pixel_relevance, write_png
 
 USAGE_ERROR, DATA_ERROR = 2, 1
+INTERRUPTED = 130     # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class UsageError(Exception):
@@ -114,28 +115,65 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".pp
 
 
 class Progress:
-    """A one-line progress bar with images/s on stderr, only on a terminal and without --quiet."""
+    """A one-line progress bar on stderr, only on a terminal and without --quiet: drawn at once,
+    redrawn every second (elapsed time and ETA keep moving during a long batch) and after each
+    image, with the failed images counted apart."""
 
-    def __init__(self, total, quiet=False, stream=None):
+    def __init__(self, total, quiet=False, stream=None, interval=1.0):
         self.stream = stream or sys.stderr
-        self.enabled = (not quiet) and total > 0 and self.stream.isatty()
-        self.total, self.done, self.start = total, 0, time.monotonic()
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = (not quiet) and total > 0 and bool(isatty and isatty())
+        self.total, self.done, self.failed, self.start = total, 0, 0, time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = None
+        if self.enabled:
+            self._draw()
+            if interval:
+                self._ticker = threading.Thread(target=self._tick, args=(interval,), daemon=True)
+                self._ticker.start()
 
-    def advance(self, n=1):
-        self.done += n
-        if not self.enabled:
-            return
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        width = 30
-        filled = int(width * self.done / self.total)
-        self.stream.write("\r[%s%s] %d/%d images, %.2f images/s " % (
-            "#" * filled, "." * (width - filled), self.done, self.total, self.done / elapsed))
-        self.stream.flush()
+    def _tick(self, interval):
+        while not self._stop.wait(interval):
+            self._draw()
+
+    def _draw(self):
+        with self._lock:
+            if self._stop.is_set():
+                return
+            elapsed = time.monotonic() - self.start
+            finished = self.done + self.failed
+            width = 30
+            filled = int(width * finished / self.total)
+            eta = ("ETA %s" % _clock(elapsed / finished * (self.total - finished))
+                   if finished else "ETA -")
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            failed = ", %d failed" % self.failed if self.failed else ""
+            self.stream.write("\r[%s%s] %d/%d images%s, %s elapsed, %s, %.2f images/s " % (
+                "#" * filled, "." * (width - filled), finished, self.total, failed,
+                _clock(elapsed), eta, rate))
+            self.stream.flush()
+
+    def advance(self, n=1, failed=False):
+        if failed:
+            self.failed += n
+        else:
+            self.done += n
+        if self.enabled:
+            self._draw()
 
     def close(self):
+        self._stop.set()
         if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write("\n")
+                self.stream.flush()
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60) \
+        if seconds >= 3600 else "%d:%02d" % (seconds // 60, seconds % 60)
 
 
 class Report:
@@ -165,20 +203,6 @@ class Report:
             line = "; ".join(parts)
             print(line + ("; outputs in %s" % where if where and self.done else ""))
         return DATA_ERROR if self.failures else 0
-
-
-_SHA256 = {}
-
-
-def file_sha256(path):
-    path = os.path.abspath(str(path))
-    if path not in _SHA256:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA256[path] = h.hexdigest()
-    return _SHA256[path]
 
 
 def npy_bytes(array):
@@ -245,7 +269,7 @@ def resolve_mean(text):
 
 def collect_images(paths, report):
     """[(image path, output stem)]: files as given, folders by their image files (sorted, not
-    recursive); a missing path is a failure. Stems that repeat get -2, -3, ..."""
+    recursive); a missing path is a failure. Output stems never collide (``output_stems``)."""
     found = []
     for p in paths:
         path = Path(p)
@@ -260,30 +284,158 @@ def collect_images(paths, report):
             found.append(str(path))
         else:
             report.fail("%s: no such file or folder" % p)
-    seen, items = {}, []
-    for f in found:
-        stem = Path(f).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        items.append((f, stem if seen[stem] == 1 else "%s-%d" % (stem, seen[stem])))
-    return items
+    return list(zip(found, output_stems(found)))
+
+
+def output_stems(paths):
+    """One output stem per image path, never two alike (compared case-insensitively, for the
+    file systems that do): a stem used once is kept; a repeated stem gets -2, -3, ... skipping any
+    name another image has as its own stem (``a.jpg a.png a-2.png`` -> a, a-3, a-2)."""
+    def key(name):
+        return name.casefold()
+    counts = {}
+    for p in paths:
+        counts[key(Path(p).stem)] = counts.get(key(Path(p).stem), 0) + 1
+    taken = {k for k, n in counts.items() if n == 1}
+    stems = []
+    for p in paths:
+        stem = Path(p).stem
+        if counts[key(stem)] == 1:
+            stems.append(stem)
+            continue
+        name, k = stem, 1
+        while key(name) in taken:
+            k += 1
+            name = "%s-%d" % (stem, k)
+        taken.add(key(name))
+        stems.append(name)
+    return stems
 
 
 OUTPUT_SUFFIXES = {"relevance": "_relevance.npy", "heatmap": "_heatmap.png",
                    "overlay": "_overlay.png", "input": "_input.npy", "sidecar": ".json"}
 
 
+def run_identity(args, method, target, model, base, mean):
+    """What made an output file, as the sidecar records it under "run": two runs whose identities
+    are equal write the same files for the same image. JSON-normalised so it compares equal to a
+    sidecar's copy."""
+    identity = {"caffelrp": __version__, "method": args.method,
+                "parameters": method.parameters(args), "target": target,
+                "prototxt_sha256": model["prototxt_sha256"],
+                "weights_sha256": model["weights_sha256"],
+                "preprocessing": {"pipeline": "lrp-toolbox", "base_size": base,
+                                  "mean": mean.describe()},
+                "heatmap": {"cmap": args.cmap, "overlay_alpha": args.overlay_alpha,
+                            "scale": ("fixed %r" % args.scale if args.scale is not None else
+                                      "shared" if args.shared_scale else "per image")},
+                "save_input": bool(args.save_input)}
+    return json.loads(json.dumps(identity))
+
+
+def identity_differences(stored, current, prefix=""):
+    """Keys (dotted) where a stored run identity differs from the current one, with both values."""
+    if not isinstance(stored, dict):
+        return ["%s %s here %s" % (prefix or "run", _short(stored), _short(current))]
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k), current.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(identity_differences(a, b, prefix + k + "."))
+        else:
+            out.append("%s%s %s here %s" % (prefix, k, _short(a), _short(b)))
+    return out
+
+
+def _short(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_sidecar(path):
+    try:
+        sidecar = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return sidecar if isinstance(sidecar, dict) and "outputs" in sidecar else None
+
+
+def output_status(out_dir, stem, image, identity):
+    """None if the outputs of ``image`` under ``stem`` are complete and made by this run's
+    identity from this very image; else why they must be (re)done."""
+    sidecar = read_sidecar(out_dir / (stem + OUTPUT_SUFFIXES["sidecar"]))
+    if sidecar is None:
+        return "no complete sidecar"
+    try:
+        if sidecar["image"]["sha256"] != file_sha256(image):
+            return "made from another image (%s)" % sidecar["image"].get("path")
+        outputs = dict(sidecar["outputs"])
+    except (OSError, KeyError, TypeError, AttributeError):
+        return "sidecar does not name its image"
+    differences = identity_differences(sidecar.get("run"), identity)
+    if differences:
+        return "made with other settings: " + "; ".join(differences)
+    if not all((out_dir / name).is_file() for name in outputs.values()):
+        return "files missing"
+    return None
+
+
 def is_complete(out_dir, stem):
     """The sidecar is written last and lists every output: complete if it and they exist."""
-    sidecar = out_dir / (stem + OUTPUT_SUFFIXES["sidecar"])
+    sidecar = read_sidecar(out_dir / (stem + OUTPUT_SUFFIXES["sidecar"]))
     try:
-        outputs = json.loads(sidecar.read_text())["outputs"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return all((out_dir / name).is_file() for name in sidecar["outputs"].values())
+    except (KeyError, TypeError, AttributeError):
         return False
-    return all((out_dir / name).is_file() for name in outputs.values())
+
+
+def foreign_sidecars(out_dir, identity):
+    """{sidecar name: differences} of the caffelrp sidecars in ``out_dir`` another run made."""
+    found = {}
+    if not out_dir.is_dir():
+        return found
+    for path in sorted(out_dir.glob("*" + OUTPUT_SUFFIXES["sidecar"])):
+        sidecar = read_sidecar(path)
+        if sidecar is None or "caffelrp" not in sidecar:
+            continue
+        differences = identity_differences(sidecar.get("run"), identity)
+        if differences:
+            found[path.name] = differences
+    return found
+
+
+SMALLNET_NOTE = ("note: the bundled smallnet has seeded random weights (it shows how caffelrp "
+                 "runs, not a trained model): its classes and heatmaps mean nothing")
+
+
+def weights_note(weights):
+    """What the sidecar says about weights that are not a trained model (the bundled smallnet)."""
+    bundled = bundled_weights("smallnet")
+    if weights is not None and bundled is not None and \
+            os.path.abspath(str(weights)) == os.path.abspath(str(bundled)):
+        return "seeded random weights (the bundled smallnet example, not a trained model)"
+    return None
+
+
+def check_method_options(args):
+    """An option of another --method is a usage error naming the method it belongs to."""
+    declared_by = getattr(args, "_method_option_owner", {})
+    for dest, flag in sorted(getattr(args, "_given_method_options", {}).items()):
+        # a method owns the options of its group and those its parameters record (--seed, --score
+        # are declared once and shared by the gradient methods)
+        owners = [m.name for m in METHODS.values()
+                  if declared_by.get(dest) == m.name or dest in m.parameters(args)]
+        if args.method in owners:
+            continue
+        raise UsageError("%s is an option of --method %s; --method %s does not use it"
+                         % (flag, " / ".join(owners) or "?", args.method))
 
 
 def cmd_explain(args):
     method = METHODS[args.method]
+    check_method_options(args)
     prototxt, weights = resolve_model(args.model, args.weights)
     check_weights(weights)
     target = parse_target(args.target)
@@ -316,71 +468,157 @@ def cmd_explain(args):
         if c >= k:
             raise UsageError("--class %d: out of range, %s has %d classes (0..%d)"
                              % (c, prototxt, k, k - 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    pending = []
-    for image, stem in items:
-        if args.resume and is_complete(out_dir, stem):
-            report.skipped += 1
-        else:
-            pending.append((image, stem))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError("--out %s is a file, not a folder" % out_dir)
 
     model = {"prototxt": str(prototxt), "prototxt_sha256": file_sha256(prototxt),
              "weights": str(weights) if weights else None,
              "weights_sha256": file_sha256(weights) if weights else None}
+    note = weights_note(weights)
+    if note:
+        model["note"] = note
+        if not args.quiet:
+            print(SMALLNET_NOTE, file=sys.stderr)
+    identity = run_identity(args, method, target, model, base, mean)
+    foreign = foreign_sidecars(out_dir, identity)
+    if foreign and not args.resume:
+        name, differences = next(iter(foreign.items()))
+        raise UsageError(
+            "--out %s holds the outputs of another run for %d image(s) (%s: %s); give another "
+            "--out, or --resume to redo the images of this run whose outputs differ"
+            % (out_dir, len(foreign), name, "; ".join(differences)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    pending = []
+    for image, stem in items:
+        if args.resume and output_status(out_dir, stem, image, identity) is None:
+            report.skipped += 1
+        else:
+            pending.append((image, stem))
     run = {"method": args.method, "parameters": method.parameters(args),
-           "target": target, "model": model}
+           "target": target, "model": model, "identity": identity}
     progress = Progress(len(pending), args.quiet)
     deferred = []        # with --shared-scale: rendered once every image is known
-    for start in range(0, len(pending), args.batch_size):
-        chunk = pending[start:start + args.batch_size]
-        prepared = []
-        for image, stem in chunk:
-            try:
-                prepared.append((image, stem, toolbox_preprocess(
-                    read_image(image), in_h, in_w, base, mean)))
-            except CaffeLRPError as e:
-                report.fail(e)
-                progress.advance()
-        if not prepared:
-            continue
-        x = np.stack([p.blob for _, _, p in prepared])
-        low, high = bounds_for([p for _, _, p in prepared])
-        try:
-            result = method.run(net, x, target, args, Context(low, high))
-            scores = result.scores
-            if scores is None:
-                scores = net.forward(x)[net.outputs[0]]
-            scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
-        except (CaffeLRPError, ValueError) as e:
-            for image, _, _ in prepared:
-                report.fail("%s: %s" % (image, e))
-            progress.advance(len(prepared))
-            continue
-        for n, (image, stem, prep) in enumerate(prepared):
-            try:
-                record = write_explanation(out_dir, image, stem, prep, result.values[n],
-                                           result.classes[n], scores[n], net.outputs[0],
-                                           run, args, defer=args.shared_scale,
-                                           info=result.info[n] if result.info else None)
-                if args.shared_scale:
-                    deferred.append(record)
-                else:
-                    report.done += 1
-            except (OSError, CaffeLRPError) as e:
-                report.fail("%s: cannot write the outputs: %s" % (image, e))
-            progress.advance()
-    if deferred:
-        scale = float(max(heatmap_scale(r["values"], args.cmap).max() for r in deferred)) \
-            if args.scale is None else args.scale
-        for record in deferred:
-            try:
-                render_and_finish(out_dir, record, scale, args)
-                report.done += 1
-            except OSError as e:
-                report.fail("%s: cannot write the outputs: %s" % (record["image"], e))
+    try:
+        for start in range(0, len(pending), args.batch_size):
+            explain_batch(net, method, pending[start:start + args.batch_size], target, args,
+                          run, out_dir, (in_h, in_w, base, mean), report, progress, deferred)
+        if args.shared_scale and args.scale is None:
+            finish_shared_scale(out_dir, deferred, identity, (in_h, in_w, base, mean), args,
+                                report)
+        elif deferred:
+            for record in deferred:
+                finish_record(out_dir, record, args.scale, args, report)
+    except KeyboardInterrupt:
+        progress.close()
+        left = len(pending) - report.done - len(report.failures)
+        print("interrupted: %d done, %d left (use --resume)" % (report.done, max(left, 0)),
+              file=sys.stderr)
+        return INTERRUPTED
     progress.close()
+    if args.resume and foreign:
+        redone = {stem + OUTPUT_SUFFIXES["sidecar"] for _, stem in pending}
+        others = sorted(set(foreign) - redone)
+        if others:
+            print("warning: %s still holds %d sidecar(s) of another run, not among these images "
+                  "(e.g. %s)" % (out_dir, len(others), others[0]), file=sys.stderr)
     return report.finish("explained", out_dir)
+
+
+def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report, progress,
+                  deferred):
+    """Preprocess, explain and write one batch of (image, stem)."""
+    in_h, in_w, base, mean = geometry
+    prepared = []
+    for image, stem in chunk:
+        try:
+            prepared.append((image, stem, toolbox_preprocess(
+                read_image(image), in_h, in_w, base, mean)))
+        except CaffeLRPError as e:
+            report.fail(e)
+            progress.advance(failed=True)
+    if not prepared:
+        return
+    x = np.stack([p.blob for _, _, p in prepared])
+    low, high = bounds_for([p for _, _, p in prepared])
+    try:
+        result = method.run(net, x, target, args, Context(low, high))
+        scores = result.scores
+        if scores is None:
+            scores = net.forward(x)[net.outputs[0]]
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
+    except (CaffeLRPError, ValueError) as e:
+        for image, _, _ in prepared:
+            report.fail("%s: %s" % (image, e))
+        progress.advance(len(prepared), failed=True)
+        return
+    shared = args.shared_scale and args.scale is None
+    for n, (image, stem, prep) in enumerate(prepared):
+        try:
+            record = write_explanation(out_dir, image, stem, prep, result.values[n],
+                                       result.classes[n], scores[n], net.outputs[0],
+                                       run, args, defer=shared,
+                                       info=result.info[n] if result.info else None)
+            if shared:
+                deferred.append(record)
+            else:
+                report.done += 1
+            progress.advance()
+        except (OSError, CaffeLRPError) as e:
+            report.fail("%s: cannot write the outputs: %s" % (image, e))
+            progress.advance(failed=True)
+
+
+def finish_record(out_dir, record, scale, args, report):
+    try:
+        render_and_finish(out_dir, record, scale, args)
+        report.done += 1
+    except OSError as e:
+        report.fail("%s: cannot write the outputs: %s" % (record["image"], e))
+
+
+def finish_shared_scale(out_dir, deferred, identity, geometry, args, report):
+    """--shared-scale covers the whole folder: the scale is the largest of this run's images and
+    of the earlier ones in ``out_dir`` made with the same settings (read from their stored
+    relevance); earlier images whose heatmaps used another scale are re-rendered."""
+    new = {r["stem"] for r in deferred}
+    earlier = []
+    for path in sorted(out_dir.glob("*" + OUTPUT_SUFFIXES["sidecar"])):
+        sidecar = read_sidecar(path)
+        if sidecar is None or sidecar.get("run") != identity:
+            continue
+        stem = path.name[:-len(OUTPUT_SUFFIXES["sidecar"])]
+        if stem in new:
+            continue
+        try:
+            values = pixel_relevance(np.load(out_dir / sidecar["outputs"]["relevance"],
+                                             allow_pickle=False))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            report.fail("%s: cannot read its stored relevance for the shared scale: %s"
+                        % (path, e))
+            continue
+        earlier.append({"image": sidecar["image"]["path"], "stem": stem, "sidecar": sidecar,
+                        "values": values, "as_inputted": None})
+    everything = deferred + earlier
+    if not everything:
+        return
+    scale = float(max(heatmap_scale(r["values"], args.cmap).max() for r in everything))
+    for record in deferred:
+        finish_record(out_dir, record, scale, args, report)
+    in_h, in_w, base, mean = geometry
+    for record in earlier:
+        if record["sidecar"].get("heatmap", {}).get("scale") == scale:
+            continue
+        try:   # the overlay needs the input crop again: the preprocessing is cheap
+            image = record["image"]
+            if file_sha256(image) != record["sidecar"]["image"]["sha256"]:
+                raise CaffeLRPError("the image changed since its outputs were written")
+            record["as_inputted"] = toolbox_preprocess(read_image(image), in_h, in_w, base,
+                                                       mean).as_inputted
+            render_and_finish(out_dir, record, scale, args)
+        except (OSError, CaffeLRPError) as e:
+            report.fail("%s: cannot re-render %s with the shared scale: %s"
+                        % (record["image"], record["stem"], e))
 
 
 def write_explanation(out_dir, image, stem, prep, values, classes, scores, output_name, run,
@@ -395,7 +633,11 @@ def write_explanation(out_dir, image, stem, prep, values, classes, scores, outpu
         write_atomically(out_dir / names["input"], npy_bytes(prep.blob.astype(np.float32)))
     values = np.asarray(values, dtype=np.float32)
     write_atomically(out_dir / names["relevance"], npy_bytes(values))
-    order = np.argsort(-scores.astype(np.float64), kind="stable")[:5]
+    info = dict(info or {})
+    tie_break = info.pop("logits", None)     # the explained classes' order: the logits break ties
+    keys = (np.asarray(tie_break, np.float64) if tie_break is not None
+            else np.zeros(len(scores)), scores.astype(np.float64))
+    order = np.lexsort((-keys[0], -keys[1]))[:5]
     sidecar = {
         "caffelrp": __version__, "image": {"path": str(image), "sha256": file_sha256(image)},
         "model": run["model"], "method": run["method"], "parameters": run["parameters"],
@@ -404,7 +646,7 @@ def write_explanation(out_dir, image, stem, prep, values, classes, scores, outpu
                    "explained": {str(int(c)): float(scores[c]) for c in classes},
                    "top5": [[int(c), float(scores[c])] for c in order]},
         "relevance_sum": float(values.astype(np.float64).sum()),
-        "preprocessing": prep.info, "outputs": names}
+        "preprocessing": prep.info, "outputs": names, "run": run["identity"]}
     if info:
         sidecar["method_info"] = info
     record = {"image": image, "stem": stem, "sidecar": sidecar,
@@ -526,6 +768,30 @@ def cmd_compat(args):
 
 
 # -------------------------------------------------------------------------------- parser
+class _Given(argparse.Action):
+    """A stored option that also notes it was given (to refuse options of another --method)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = dict(getattr(namespace, "_given_method_options", {}))
+        given[self.dest] = option_string
+        namespace._given_method_options = given
+
+
+class _GivenOptions:
+    """An argument group whose plain (stored) options record that they were given."""
+
+    def __init__(self, group, method, owners):
+        self.group, self.method, self.owners = group, method, owners
+
+    def add_argument(self, *flags, **kwargs):
+        if kwargs.get("action", "store") == "store":
+            kwargs["action"] = _Given
+        action = self.group.add_argument(*flags, **kwargs)
+        self.owners[action.dest] = self.method
+        return action
+
+
 def add_explain_parser(sub):
     explain = sub.add_parser(
         "explain", help="heatmaps for images: raw relevance .npy, heatmap and overlay PNGs, a "
@@ -579,8 +845,11 @@ def add_explain_parser(sub):
                               "it lists)")
     explain.add_argument("--quiet", action="store_true",
                          help="no progress bar and no summary (errors are still printed)")
+    owners = {}
     for method in METHODS.values():
-        method.add_options(explain.add_argument_group("options of --method %s" % method.name))
+        method.add_options(_GivenOptions(explain.add_argument_group(
+            "options of --method %s" % method.name), method.name, owners))
+    explain.set_defaults(_method_option_owner=owners)
     explain.set_defaults(run=cmd_explain)
 
 
@@ -651,6 +920,9 @@ def main(argv=None):
     except CaffeLRPError as e:
         print("error: %s" % e, file=sys.stderr)
         return DATA_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0

@@ -89,6 +89,9 @@ def _lrp_options(group):
                        help="epsilon of the epsilon rule (default 1, the toolbox setting)")
     group.add_argument("--beta", type=float, default=1.0,
                        help="beta of alpha-beta, alpha = 1 + beta (default 1)")
+    group.add_argument("--gamma", type=float, default=0.25,
+                       help="gamma of the gamma rule (composites gamma, epsilon-gamma-box; "
+                            "default 0.25)")
     group.add_argument("--switch-layer", type=int, default=0, metavar="INDEX",
                        help="the original's auxiliaryvariable_maxlayerindexforflatdistinconv: "
                             "layers with Caffe index <= INDEX take the lower rule of composites "
@@ -99,8 +102,10 @@ def _lrp_options(group):
 
 
 def _lrp_parameters(args):
-    return {"rule": args.rule, "eps": args.eps, "beta": args.beta,
-            "switch_layer": args.switch_layer, "start": args.start}
+    # every parameter a rule can read; z^B's bounds are the pixel range 0..255 minus the mean
+    return {"rule": args.rule, "eps": args.eps, "beta": args.beta, "gamma": args.gamma,
+            "switch_layer": args.switch_layer, "start": args.start,
+            "zb_bounds": "0 - mean .. 255 - mean per input pixel"}
 
 
 def _start(text):
@@ -108,17 +113,36 @@ def _start(text):
 
 
 def _lrp_run(net, x, target, args, context):
-    from .attribution import relevance
+    from .attribution.lrp import relevance_details
     kwargs = {}
     if context.low is not None:
         kwargs["bounds"] = (context.low, context.high)    # used by the z^B rules only
-    values, classes = relevance(net, x, rule=args.rule, eps=args.eps, beta=args.beta,
-                                switch_layer=args.switch_layer, target=target,
-                                start=_start(args.start), return_classes=True, **kwargs)
+    result = relevance_details(net, x, rule=args.rule, eps=args.eps, beta=args.beta,
+                               switch_layer=args.switch_layer, target=target,
+                               start=_start(args.start), gamma=args.gamma, **kwargs)
     # the forward pass of x is still in the net's blobs (layers above the injection layer are
     # not touched by the relevance pass)
     scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
-    return Attribution(values, [[int(c) for c in per] for per in classes], scores=scores)
+    top = result.ledger[0] if result.ledger else None
+    injected = None
+    if top is not None:   # the relevance put in at the injection layer's top: the logits F
+        blob = net.layer_tops(top.index)[0]
+        injected = result.blobs[blob].reshape(len(x), -1)
+        logits = net.layer_top_values(top.index)[0].reshape(len(x), -1)
+    info = []
+    for n, per in enumerate(result.classes):
+        d = {"injected": {"blob": blob, "total": float(result.injected[n]),
+                          "logits": {str(int(c)): float(injected[n, c]) for c in per}}
+             if injected is not None else None,
+             "ledger": [{"index": row.index, "layer": row.name, "type": row.type,
+                         "rule": row.rule, "relevance_in": float(row.relevance_in[n]),
+                         "relevance_out": float(row.relevance_out[n])}
+                        for row in result.ledger]}
+        if injected is not None:
+            d["logits"] = logits[n].tolist()     # the classes' tie-break order, not recorded
+        info.append(d)
+    return Attribution(result.input, [[int(c) for c in per] for per in result.classes],
+                       info=info, scores=scores)
 
 
 METHODS = {

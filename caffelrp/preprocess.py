@@ -16,13 +16,13 @@ quanta. On the public reference images it reproduces the original's input blobs 
 rounding (see tests/test_preprocess.py for the bound).
 """
 from dataclasses import dataclass, field
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import CaffeLRPError
+from .files import file_sha256 as _file_sha256
 
 # The ImageNet mean pixel of the BVLC models, BGR (caffe-format.md §4.1).
 BVLC_MEAN_BGR = (104.00699, 116.66877, 122.67891)
@@ -235,14 +235,6 @@ class Mean:
         if self.sha256:
             d["sha256"] = self.sha256
         return d
-
-
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _column_major_planes(vectors, height, width):

@@ -98,8 +98,9 @@ def test_sidecar_records_what_reproduces_the_heatmap(tmp_path, model):
     import hashlib
     assert side["model"]["weights_sha256"] == hashlib.sha256(model[1].read_bytes()).hexdigest()
     assert side["method"] == "lrp"
-    assert side["parameters"] == {"rule": 0, "eps": 0.5, "beta": 1.0, "switch_layer": 0,
-                                  "start": "highest-ip"}
+    assert side["parameters"] == {"rule": 0, "eps": 0.5, "beta": 1.0, "gamma": 0.25,
+                                  "switch_layer": 0, "start": "highest-ip",
+                                  "zb_bounds": "0 - mean .. 255 - mean per input pixel"}
     assert side["classes"] == [2] and side["target"] == 2
     assert set(side["scores"]["explained"]) == {"2"} and side["scores"]["output"] == "prob"
     assert len(side["scores"]["top5"]) == 5
@@ -180,7 +181,7 @@ def test_no_temporary_files_are_left_behind(tmp_path, model):
     a = make_image(tmp_path / "a.png")
     out = tmp_path / "out"
     assert explain(model, a, "--save-input", out=out) == 0
-    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_quiet_prints_nothing_on_success(tmp_path, model, capsys):

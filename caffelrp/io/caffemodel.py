@@ -12,12 +12,12 @@ The reader walks the protobuf wire format itself instead of handing the file to 
 Only what weight loading needs is kept: each layer's name, type and blobs, in file order.
 """
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import WeightsError
+from ..files import write_atomically  # noqa: F401  (re-exported: the one atomic writer)
 
 # Wire types (protobuf encoding).
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
@@ -369,21 +369,6 @@ def caffemodel_bytes(layers, fmt="v2", name=""):
         else:
             raise ValueError("fmt must be 'v2' or 'v1', got %r" % (fmt,))
     return body
-
-
-def write_atomically(path, data):
-    """Write bytes to ``path`` through a temporary file and a rename: never a half-written file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_caffemodel(path, layers, fmt="v2", name=""):
