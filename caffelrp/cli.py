@@ -212,8 +212,17 @@ def npy_bytes(array):
 
 
 def load_net(prototxt, weights):
-    """The network, with the data errors of its files as CaffeLRPError (exit 1)."""
-    return Net(prototxt, weights)
+    """The network, with the data errors of its files as CaffeLRPError (exit 1). The command line
+    never runs Caffe's default (zero) weights: a net with parameters needs --weights."""
+    net = Net(prototxt, weights)
+    if weights is None:
+        with_params = [layer.name for layer in net.layers if net.layer(layer.name).weight_shapes()]
+        if with_params:
+            raise UsageError("--weights is required: %s has %d layer(s) with parameters (%s) "
+                             "and without weights they would all be zero"
+                             % (prototxt, len(with_params), ", ".join(with_params[:3])
+                                + (", ..." if len(with_params) > 3 else "")))
+    return net
 
 
 def image_input(net):

@@ -28,3 +28,15 @@ class ShapeError(CaffeLRPError):
 
 class InputShapeError(ShapeError):
     """The array passed to Net.forward does not fit the network's input."""
+
+
+class ArgumentError(CaffeLRPError, ValueError, TypeError):
+    """An argument of an API call is invalid (a ValueError and TypeError too, for callers that
+    caught those before)."""
+
+
+class NoSuchLayerError(CaffeLRPError, KeyError):
+    """A layer name that the network does not have."""
+
+    def __str__(self):   # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -13,6 +13,7 @@ Net-level ``input:`` fields declare inputs without creating a layer. Caffe 1.0 w
 an "input" layer at index 0; the LRP toolbox's Caffe (2015) did not, and its layer indices are the
 ones the original's config files use, so caffelrp numbers layers like the original.
 """
+import functools
 import logging
 from collections import namedtuple
 
@@ -21,7 +22,9 @@ import numpy as np
 from . import layers as _layers  # noqa: F401  (registers the layer types)
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
-from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
+from .blob import ParamList, blob_view
+from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchLayerError,
+                     PrototxtError, ShapeError, UnsupportedLayerError, WeightsError)
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import read_net_prototxt
 from .layers.base import layer_class, supported_types
@@ -129,6 +132,20 @@ def _copy(message):
     return clone
 
 
+def _argument_errors(method):
+    """The API boundary: an argument the passes cannot use reaches the caller as ArgumentError
+    (a CaffeLRPError), not as a ValueError/TypeError/KeyError/IndexError from inside them."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except CaffeLRPError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ArgumentError("%s: %s" % (method.__name__, e)) from e
+    return wrapper
+
+
 # ---------------------------------------------------------------------------------- the net
 class Net:
     """A Caffe network, ready to run.
@@ -162,6 +179,9 @@ class Net:
         layer_params = _insert_splits(kept, input_names, self.source)
         self._build(layer_params, input_names, input_shapes)
         self.weights_source = None
+        self.ignored_weight_layers = []
+        self.allow_missing_weights = allow_missing_weights
+        self._weights_set_by_user = False
         if caffemodel_path is not None:
             self.load_weights(caffemodel_path, allow_missing=allow_missing_weights)
 
@@ -323,7 +343,8 @@ class Net:
             target.blobs = new_blobs
             target.weights_loaded = True
             loaded.add(id(target))
-        missing = [layer.name for layer in self._layers if layer.blobs and id(layer) not in loaded]
+        missing = [layer.name for layer in self._layers
+                   if layer.weight_shapes() and id(layer) not in loaded]
         if missing and not allow_missing:
             raise WeightsError("%s has no weights for layer(s) %s of %s; pass "
                                "allow_missing_weights=True to run them with Caffe's default "
@@ -379,9 +400,40 @@ class Net:
                                   % (", ".join(str(tuple(s)) for s in input_shapes), expected,
                                      e)) from None
 
-    def forward(self, x):
-        """Run the network on ``x`` (an array, or {input name: array}); returns the outputs."""
+    def _check_weights_present(self):
+        """A net with parameters runs without weights only when asked to (Caffe's defaults are
+        mostly zeros: every output and relevance would be 0)."""
+        if self.allow_missing_weights or self._weights_set_by_user:
+            return
+        unset = [layer.name for layer in self._layers if layer.weight_shapes()
+                 and not (layer.weights_loaded or layer.weights_assigned)]
+        if unset:
+            raise WeightsError(
+                "%s: no weights for the %d layer(s) with parameters (%s%s): pass a .caffemodel "
+                "(Net(prototxt, caffemodel)), set them through net.params, or pass "
+                "allow_missing_weights=True to run Caffe's default (mostly zero) weights"
+                % (self.source, len(unset), ", ".join(unset[:5]),
+                   ", ..." if len(unset) > 5 else ""))
+
+    def _weights_written(self):
+        """Called when weights are written through net.params: drop what was derived from them."""
+        self._weights_set_by_user = True
+        for layer in self._layers:
+            layer.__dict__.pop("_lrp_cache", None)
+
+    def forward(self, x=None, **inputs):
+        """Run the network on ``x`` (an array, or {input name: array}), or pycaffe's keyword form
+        ``forward(data=x)``; returns {output blob name: array}."""
+        if inputs:
+            if x is not None:
+                raise ArgumentError("forward takes the input positionally or as keywords "
+                                    "(forward(data=x)), not both")
+            x = inputs
+        elif x is None:
+            raise ArgumentError("forward needs the input: forward(x) or forward(%s=x)"
+                                % (self.inputs[0] if self.inputs else "data"))
         arrays = self._check_inputs(x)
+        self._check_weights_present()
         shapes = [a.shape for a in arrays]
         if not self._shaped or shapes != [self._blob_shapes[bid] for _, bid, _ in self._inputs]:
             self.reshape(shapes)
@@ -400,6 +452,7 @@ class Net:
         self._values = values
         return {name: values[self._latest[name]] for name in self.outputs}
 
+    @_argument_errors
     def relevance(self, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
                   start="highest-ip", gamma=0.25, mean=None, bounds=None):
         """LRP relevance of the input pixels, float32 (N, C, H, W), as the LRP Toolbox computes it.
@@ -420,6 +473,7 @@ class Net:
         return _lrp_relevance(self, x, rule=rule, eps=eps, beta=beta, switch_layer=switch_layer,
                               target=target, start=start, gamma=gamma, mean=mean, bounds=bounds)
 
+    @_argument_errors
     def relevance_details(self, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
                           start="highest-ip", gamma=0.25, mean=None, bounds=None):
         """``relevance`` with everything it computed: a ``RelevanceResult`` with ``input`` (what
@@ -441,11 +495,13 @@ class Net:
         for layer in self._layers:
             if layer.name == name_or_index:
                 return layer
-        raise KeyError("no layer named %r" % (name_or_index,))
+        raise NoSuchLayerError("no layer named %r" % (name_or_index,))
 
     @property
     def blobs(self):
-        return {name: self._values[bid] for name, bid in self._latest.items()
+        """{blob name: Blob} after a forward pass; a Blob is a numpy array whose ``.data`` is
+        itself, as in pycaffe."""
+        return {name: blob_view(self._values[bid]) for name, bid in self._latest.items()
                 if self._values[bid] is not None}
 
     @property
@@ -454,7 +510,12 @@ class Net:
 
     @property
     def params(self):
-        return {layer.name: layer.blobs for layer in self._layers if layer.blobs}
+        """{layer name: [Blob]} for the layers with weights: views of the weights, so that
+        ``net.params["conv1"][0].data[...] = w`` (or ``net.params["conv1"][0] = w``) changes
+        them."""
+        return {layer.name: ParamList(layer.name, [blob_view(b, self._weights_written)
+                                                   for b in layer.blobs])
+                for layer in self._layers if layer.weight_shapes()}
 
     def layer_bottoms(self, index):
         """Names of the blobs layer ``index`` reads."""
@@ -477,6 +538,7 @@ class Net:
             self.name, len(self._layers), self.inputs, self.outputs)
 
     # -- gradients (caffelrp.attribution.backward, .gradients, .integrated_gradients) ----------
+    @_argument_errors
     def backward(self, diffs, blobs=None):
         """Gradients after ``forward``: ``diffs`` {blob name: gradient of that blob}; returns
         {blob name: gradient} for the inputs and the names in ``blobs`` ("all": every blob; a
@@ -484,6 +546,7 @@ class Net:
         from .attribution.backward import backward_by_name
         return backward_by_name(self, diffs, blobs)
 
+    @_argument_errors
     def gradient(self, x, target="top1", output="logit", memory_budget=None):
         """(dF/dx float32 (N, C, H, W), info per image); F is the pre-softmax score of the
         explained class(es) (``output="probability"``: the softmax output; or a blob name);
@@ -491,19 +554,24 @@ class Net:
         from .attribution.gradients import gradient
         return gradient(self, x, target, output, memory_budget)
 
+    @_argument_errors
     def gradient_x_input(self, x, target="top1", output="logit", memory_budget=None):
         """(x * dF/dx, info per image), x the preprocessed input; as ``gradient``."""
         from .attribution.gradients import gradient_x_input
         return gradient_x_input(self, x, target, output, memory_budget)
 
+    @_argument_errors
     def smoothgrad(self, x, target="top1", samples=50, noise=0.15, seed=0, input_range=None,
                    output="logit", memory_budget=None):
         """SmoothGrad (Smilkov et al. 2017): (mean gradient over ``samples`` noisy copies, info);
-        noise sigma = ``noise`` * the input range. See ``caffelrp.attribution.gradients``."""
+        noise sigma = ``noise`` * the input range. See ``caffelrp.attribution.gradients``.
+        Afterwards ``blobs`` describe the input of the last ``forward`` again, not the noisy
+        copies."""
         from .attribution.gradients import smoothgrad
-        return smoothgrad(self, x, target, samples, noise, seed, input_range, output,
-                          memory_budget)
+        return self._keeping_forward_state(lambda: smoothgrad(
+            self, x, target, samples, noise, seed, input_range, output, memory_budget))
 
+    @_argument_errors
     def integrated_gradients(self, x, target="top1", baseline="black", mean=None, steps="auto",
                              tol=0.05, rule="riemann-midpoint", max_steps=1024, **options):
         """Integrated Gradients (Sundararajan et al. 2017): (attr float32 (N, C, H, W), info per
@@ -513,11 +581,25 @@ class Net:
         mean-subtracted input (``mean`` required); "mean" (zeros), "blur", "noise" or an array.
         ``steps``: m or "auto" (double m until the error <= ``tol``, at most ``max_steps``).
         Further ``options``: ``start_steps``, ``output``, ``memory_budget``, ``seed``,
-        ``blur_sigma``. See ``caffelrp.attribution.integrated_gradients``."""
+        ``blur_sigma``. See ``caffelrp.attribution.integrated_gradients``. Afterwards ``blobs``
+        describe the input of the last ``forward`` again, not the interpolated inputs."""
         from .attribution.integrated_gradients import integrated_gradients
-        return integrated_gradients(self, x, target=target, baseline=baseline, mean=mean,
-                                    steps=steps, tol=tol, rule=rule, max_steps=max_steps,
-                                    **options)
+        return self._keeping_forward_state(lambda: integrated_gradients(
+            self, x, target=target, baseline=baseline, mean=mean, steps=steps, tol=tol, rule=rule,
+            max_steps=max_steps, **options))
+
+    def _keeping_forward_state(self, run):
+        """Run ``run()`` (which feeds the net batches of its own), then give the net back the
+        forward state it had: the user's last input run again (so ``blobs`` and ``backward``
+        describe it), or no state if there was none."""
+        before = [self._values[bid] for _, bid, _ in self._inputs]
+        try:
+            return run()
+        finally:
+            if all(v is not None for v in before):
+                self.forward(dict(zip(self.inputs, before)) if len(before) > 1 else before[0])
+            else:
+                self._values = [None] * len(self._blob_names)
 
 
 def _shape_equals(blob, target_shape):

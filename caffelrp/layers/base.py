@@ -44,8 +44,29 @@ class Layer:
         self.name = param.name
         self.type = param.type
         self.index = index           # Caffe's layer index (implicit Split layers included)
-        self.blobs = []              # weight arrays, float32
-        self.weights_loaded = False
+        self._blobs = []             # weight arrays, float32; None: defaults not made yet
+        self._param_shapes = []
+        self.weights_loaded = False  # from a weights file
+        self.weights_assigned = False   # set by assigning layer.blobs
+
+    @property
+    def blobs(self):
+        """The weight arrays; Caffe's default values are made on first use only (so a net whose
+        weights come from a file never allocates them)."""
+        if self._blobs is None:
+            self._blobs = [self.default_blob(i, s) for i, s in enumerate(self._param_shapes)]
+        return self._blobs
+
+    @blobs.setter
+    def blobs(self, arrays):
+        self._blobs = list(arrays)
+        self.weights_assigned = True
+
+    def weight_shapes(self):
+        """Shapes of the weight blobs, without making default values."""
+        if self._blobs is None:
+            return list(self._param_shapes)
+        return [tuple(b.shape) for b in self._blobs]
 
     # -- messages ------------------------------------------------------------------------------
     def describe(self):
@@ -76,16 +97,18 @@ class Layer:
         return np.zeros(shape, dtype=np.float32)
 
     def setup(self, bottom_shapes):
-        """Create default weight blobs on first call; check and return the top shapes."""
+        """Fix the weight shapes on the first call (their default values are made on first use);
+        check and return the top shapes."""
         shapes = [tuple(int(d) for d in s) for s in self.param_shapes(bottom_shapes)]
-        if not self.blobs:
-            self.blobs = [self.default_blob(i, s) for i, s in enumerate(shapes)]
+        if self._blobs == [] and not self._param_shapes:   # the first setup
+            self._blobs = None if shapes else []     # defaults made lazily (``blobs``)
+            self._param_shapes = shapes
         else:
-            for i, (blob, shape) in enumerate(zip(self.blobs, shapes)):
-                if blob.shape != shape:
+            for i, (blob, shape) in enumerate(zip(self.weight_shapes(), shapes)):
+                if blob != shape:
                     raise self.shape_error(
                         "its input now needs weight blob %d of shape %s, but the blob has shape "
-                        "%s" % (i, shape, blob.shape))
+                        "%s" % (i, shape, blob))
         self.bottom_shapes = [tuple(s) for s in bottom_shapes]
         self.top_shapes = [tuple(int(d) for d in s) for s in self.reshape(self.bottom_shapes)]
         return self.top_shapes
