@@ -6,9 +6,10 @@
 """
 __version__ = "0.1.0"
 
-from .errors import (CaffeLRPError, InputShapeError, PrototxtError, ShapeError,  # noqa: F401
-                     UnsupportedLayerError, WeightsError)
+from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchLayerError,  # noqa: F401
+                     PrototxtError, ShapeError, UnsupportedLayerError, WeightsError)
 from .threads import get_num_threads, make_gemm_blas_single_threaded, set_num_threads  # noqa: F401
 from .net import Net  # noqa: F401
+from .preprocess import Transformer, load_image  # noqa: F401
 
 make_gemm_blas_single_threaded()

@@ -66,47 +66,151 @@ def parse_mean(text):
     return values
 
 
+def resolve_info_model(name):
+    """info's argument: a bundled model name or a prototxt path."""
+    if name in BUNDLED:
+        return bundled_prototxt(name), bundled_weights(name)
+    if not Path(name).is_file():
+        raise UsageError("info takes one of %s or a prototxt file; %s does not exist"
+                         % (", ".join(BUNDLED), name))
+    return name, None
+
+
 def cmd_info(args):
-    net = Net(args.prototxt, args.caffemodel, allow_missing_weights=args.caffemodel is None)
-    print("%s: %d layers, inputs %s, outputs %s" % (net.name or args.prototxt, len(net.layers),
+    prototxt, bundled = resolve_info_model(args.prototxt)
+    weights = args.caffemodel or bundled
+    check_weights(weights)
+    net = Net(prototxt, weights, allow_missing_weights=True)
+    print("%s: %d layers, inputs %s, outputs %s" % (net.name or prototxt, len(net.layers),
                                                      net.inputs, net.outputs))
     print("%5s  %-34s %-14s %-22s %12s" % ("index", "name", "type", "top shape", "parameters"))
     total = 0
     for i, (name, type_) in enumerate(net.layers):
         layer = net.layer(i)
-        count = sum(b.size for b in layer.blobs)
+        count = sum(int(np.prod(s, dtype=np.int64)) for s in layer.weight_shapes())
         total += count
         shape = "x".join(str(d) for d in layer.top_shapes[0]) if getattr(
             layer, "top_shapes", None) else "input"
         print("%5d  %-34s %-14s %-22s %12s" % (i, name, type_, shape, count or ""))
     print("parameters: %d; forward: %.2f GFLOP per batch of %d" % (
         total, net.flops() / 1e9, net.blob_shapes[net.inputs[0]][0]))
+    print(weights_summary(net, weights))
     return 0
+
+
+def weights_summary(net, weights):
+    """One line: which weights the layers got, and which layers of the file were ignored."""
+    with_params = [net.layer(i) for i in range(len(net.layers)) if net.layer(i).weight_shapes()]
+    if weights is None:
+        return ("weights: none given (structure only; %d layer(s) with parameters would run "
+                "with Caffe's default values)" % len(with_params))
+    loaded = sum(1 for layer in with_params if layer.weights_loaded)
+    line = "weights: %s matched all %d layer(s) with parameters" % (weights, loaded) \
+        if loaded == len(with_params) else "weights: %s matched %d of %d layer(s) with " \
+        "parameters" % (weights, loaded, len(with_params))
+    ignored = net.ignored_weight_layers
+    line += "; ignored %d layer(s) of the file%s" % (
+        len(ignored), (": " + ", ".join(ignored)) if ignored else "")
+    note = weights_note(weights)
+    return line + ("; " + note if note else "")
+
+
+def class_names(prototxt, labels):
+    """Class names: --labels FILE, else a synset/labels file next to the prototxt (one name per
+    line; a leading WordNet id such as n01440764 is dropped); None if there is none."""
+    path = Path(labels) if labels else None
+    if path is None:
+        folder = Path(prototxt).parent
+        candidates = sorted(folder.glob("synset*.txt")) + sorted(folder.glob("labels*.txt"))
+        if not candidates:
+            return None
+        path = candidates[0]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UsageError("--labels %s: cannot read it: %s" % (path, e.strerror or e)) from None
+    except UnicodeDecodeError:
+        raise UsageError("--labels %s: not a text file (one class name per line, UTF-8)"
+                         % path) from None
+    names = []
+    for line in lines:
+        first, _, rest = line.strip().partition(" ")
+        wnid = len(first) == 9 and first[0] == "n" and first[1:].isdigit()
+        names.append(rest.strip() if wnid and rest else line.strip())
+    return names
+
+
+CLASSIFY_PIPELINES = ("toolbox", "pycaffe")
+
+
+def ranked_classes(net, output, scores):
+    """Classes by score, best first; ties of a softmax output (probabilities that round to 0 or
+    1) broken by its input, the logits, as explain ranks the classes it explains."""
+    tie_break = np.zeros_like(scores, dtype=np.float64)
+    for i, info in enumerate(net.layers):
+        if info.type == "Softmax" and output in net.layer_tops(i):
+            logits = np.asarray(net.blobs[net.layer_bottoms(i)[0]]).reshape(-1)
+            if logits.size == scores.size:
+                tie_break = logits.astype(np.float64)
+    return np.lexsort((-tie_break, -scores.astype(np.float64)))
 
 
 def cmd_classify(args):
     prototxt, weights = resolve_model(args.model, args.weights)
     check_weights(weights)
-    mean = parse_mean(args.mean) if args.mean else BVLC_MEAN_BGR
-    labels = Path(args.labels).read_text().splitlines() if args.labels else None
-    net = Net(prototxt, weights)
-    _, c, h, w = net.blob_shapes[net.inputs[0]]
-    failures = 0
-    for image in args.images:
+    if args.top < 1:
+        raise UsageError("--top must be >= 1")
+    try:
+        mean = resolve_mean(args.mean)
+    except MeanError as e:
+        raise UsageError("--mean: %s" % e) from None
+    names = class_names(prototxt, args.labels)
+    report = Report(quiet=True)
+    images = [image for image, _ in collect_images(args.images, report)]
+    net = load_net(prototxt, weights)
+    in_h, in_w = image_input(net)
+    base = args.base_size or default_base_size(in_h, in_w)
+    if base < max(in_h, in_w):
+        raise UsageError("--base-size %d is smaller than the network input %dx%d"
+                         % (base, in_w, in_h))
+    output = args.output or net.outputs[0]
+    if output not in net.outputs and output not in net.blob_shapes:
+        raise UsageError("--output %s: the network has no blob of that name (outputs: %s)"
+                         % (output, ", ".join(net.outputs)))
+    # the pycaffe pipeline subtracts a pixel: the per-channel average of a mean image
+    mean_bgr = mean.values if mean.is_pixel else mean.values.reshape(3, -1).mean(axis=1)
+    results = []
+    if not args.json:
+        print("# top %d of %s; preprocessing %s%s" % (
+            args.top, output, args.preprocess,
+            " (the same as explain)" if args.preprocess == "toolbox" else
+            " (bilinear squash to %dx%d, differs from explain)" % (in_w, in_h)))
+    for image in images:
         try:
-            x = image_to_blob(image, h, w, mean)[None]
+            if args.preprocess == "toolbox":
+                x = toolbox_preprocess(read_image(image), in_h, in_w, base, mean).blob[None]
+            else:
+                x = image_to_blob(image, in_h, in_w, mean_bgr)[None]
         except CaffeLRPError as e:
-            print("error: %s" % e, file=sys.stderr)
-            failures += 1
+            report.fail(e)
             continue
-        out = net.forward(x)
-        scores = out[args.output or net.outputs[0]][0].reshape(-1)
-        top = np.argsort(-scores, kind="stable")[:args.top]
-        print(image)
-        for k in top:
-            label = labels[k] if labels and k < len(labels) else ""
-            print("  %5d  %.4f  %s" % (k, scores[k], label))
-    return DATA_ERROR if failures else 0
+        net.forward(x)
+        scores = np.asarray(net.blobs[output]).reshape(-1)
+        top = ranked_classes(net, output, scores)[:args.top]
+        entry = {"image": str(image), "top": [
+            {"class": int(k), "name": names[k] if names and k < len(names) else None,
+             "score": float(scores[k])} for k in top]}
+        results.append(entry)
+        if not args.json:
+            print(image)
+            print("  %4s  %6s  %10s  %s" % ("rank", "class", "score", "name"))
+            for rank, t in enumerate(entry["top"], 1):
+                print("  %4d  %6d  %10.4g  %s" % (rank, t["class"], t["score"], t["name"] or ""))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    for message in report.failures:
+        print("error: %s" % message, file=sys.stderr)
+    return DATA_ERROR if report.failures else 0
 
 
 # ------------------------------------------------------------------------- shared pieces
@@ -890,20 +994,41 @@ def build_parser():
     add_explain_parser(sub)
 
     info = sub.add_parser("info", help="list a network's layers with Caffe's indices, shapes and "
-                                       "parameter counts")
-    info.add_argument("prototxt")
-    info.add_argument("caffemodel", nargs="?")
+                                       "parameter counts, and how the weights matched")
+    info.add_argument("prototxt", metavar="MODEL",
+                      help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
+    info.add_argument("caffemodel", nargs="?",
+                      help=".caffemodel to match against the layers (bundled for smallnet)")
     info.set_defaults(run=cmd_info)
 
-    classify = sub.add_parser("classify", help="print the top classes for images")
-    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify = sub.add_parser(
+        "classify", help="print the top classes for images",
+        description="Print the top classes of each image. By default the images are "
+                    "preprocessed as explain does (the LRP Toolbox's resize, crop and mean), so "
+                    "classify and explain agree on the classes; --preprocess pycaffe squashes "
+                    "the whole image to the input size (bilinear) as pycaffe's classifier "
+                    "examples do.")
+    classify.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                          help="image files, or folders whose image files are all classified")
     classify.add_argument("--model", required=True,
                           help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
     classify.add_argument("--weights", help=".caffemodel (bundled for smallnet)")
-    classify.add_argument("--mean", help="mean pixel B,G,R (default: the BVLC ImageNet mean)")
-    classify.add_argument("--labels", help="text file with one class name per line")
+    classify.add_argument("--mean", metavar="FILE|B,G,R",
+                          help="as for explain: a .binaryproto, a toolbox text mean file or a "
+                               "pixel B,G,R (default: the BVLC ImageNet mean pixel)")
+    classify.add_argument("--preprocess", choices=CLASSIFY_PIPELINES, default="toolbox",
+                          help="toolbox: explain's preprocessing (default); pycaffe: the whole "
+                               "image resized to the input (bilinear), minus the mean pixel "
+                               "(a mean image's per-channel average)")
+    classify.add_argument("--base-size", type=int, metavar="PIXELS",
+                          help="with --preprocess toolbox: as for explain")
+    classify.add_argument("--labels", help="text file with one class name per line (default: a "
+                                           "synset*.txt or labels*.txt next to the prototxt)")
     classify.add_argument("--top", type=int, default=5, help="number of classes shown")
     classify.add_argument("--output", help="output blob to rank (default: the first output)")
+    classify.add_argument("--json", action="store_true",
+                          help='print one JSON list, an object per image: {"image": PATH, '
+                               '"top": [{"class": K, "name": NAME, "score": P}, ...]}')
     classify.set_defaults(run=cmd_classify)
     return parser
 

@@ -374,3 +374,135 @@ def image_to_blob(path, height, width, mean_bgr=BVLC_MEAN_BGR):
     img = Image.fromarray(rgb.astype(np.uint8)).resize((width, height), Image.BILINEAR)
     bgr = np.asarray(img, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1)
     return np.ascontiguousarray(bgr - np.asarray(mean_bgr, np.float32)[:, None, None])
+
+
+# ------------------------------------------------------------------------- the Python API
+def as_mean(mean):
+    """A ``Mean`` from what a user may pass: None (the BVLC mean pixel), a Mean, B,G,R as a
+    tuple/list/array of 3, a (3, H, W) mean image (BGR, as read from a .binaryproto by
+    ``read_mean_binaryproto``; it is aligned as the toolbox aligns it) or the path of a
+    .binaryproto / toolbox text mean file."""
+    from .errors import ArgumentError
+    if mean is None:
+        return mean_pixel(BVLC_MEAN_BGR)
+    if isinstance(mean, Mean):
+        return mean
+    if isinstance(mean, (str, Path)):
+        kind = 1 if str(mean).lower().endswith((".binaryproto", ".protobin")) else 0
+        return read_mean_file(mean, kind)
+    values = np.asarray(mean, dtype=np.float64)
+    if values.size == 3:
+        return mean_pixel(values)
+    if values.ndim == 3 and values.shape[0] == 3:
+        c, h, w = values.shape
+        return Mean(_column_major_planes(values.reshape(c, -1), h, w), source="array")
+    raise ArgumentError("mean must be B,G,R (3 values), a (3, H, W) BGR mean image or a mean "
+                        "file path; got an array of shape %s" % (values.shape,))
+
+
+def load_image(path, net, mean=None, base_size=None):
+    """An image file as the network input, the way ``explain`` feeds it (the LRP Toolbox's
+    resize, centre crop and mean, BGR): ``x, geometry = caffelrp.load_image(path, net)``.
+
+    ``x`` is float32 (1, 3, H, W) for ``net.forward(x)`` / ``net.relevance(x)``; ``mean`` as in
+    ``as_mean`` (default: the BVLC ImageNet mean pixel); ``base_size`` the longer side after the
+    resize (default as explain's). ``geometry`` says how x maps back to the image:
+    ``image_hw`` (the file's size), ``resized_hw`` (after the resize: x is its centre crop,
+    edge rows/columns repeated where it is smaller than the input), ``input_hw``,
+    ``base_size`` and the mean; ``geometry["as_inputted"]`` is the crop itself, RGB in [0, 1]."""
+    from .errors import ArgumentError
+    shape = net.blob_shapes[net.inputs[0]]
+    if len(shape) != 4 or shape[1] != 3:
+        raise ArgumentError("load_image needs a net with a 3-channel image input, %s has %s"
+                            % (net.inputs[0], shape))
+    in_h, in_w = int(shape[2]), int(shape[3])
+    base = base_size or default_base_size(in_h, in_w)
+    prep = toolbox_preprocess(path, in_h, in_w, base, as_mean(mean))
+    geometry = dict(prep.info)
+    geometry["as_inputted"] = prep.as_inputted
+    return prep.blob[None], geometry
+
+
+class Transformer:
+    """pycaffe's ``caffe.io.Transformer`` for one input, for code written against it: an
+    H x W x 3 RGB image in [0, 1] (``caffe.io.load_image``'s) to a C x H x W network input.
+
+        t = caffelrp.Transformer(net, mean=(104, 117, 123))   # the defaults of the BVLC nets:
+        x = t.preprocess(image)                               # transpose, RGB -> BGR, x 255
+
+    ``preprocess`` resizes to the input size (bilinear), transposes to C x H x W, swaps the
+    channels (``channel_swap``, default (2, 1, 0): RGB -> BGR), multiplies by ``raw_scale``
+    (default 255), subtracts ``mean`` (per channel, in the net's channel order, or a C x H x W
+    image of the input size) and multiplies by ``input_scale``; ``deprocess`` undoes it. The
+    ``set_*`` methods of pycaffe are there too. (``load_image`` gives the toolbox's
+    preprocessing instead, which explain and classify use.)"""
+
+    def __init__(self, net, mean=None, channel_swap=(2, 1, 0), raw_scale=255.0,
+                 input_scale=None):
+        shape = net.blob_shapes[net.inputs[0]]
+        self.input_shape = tuple(int(d) for d in shape[1:])
+        self.channel_swap = None
+        self.mean = None
+        self.set_channel_swap(channel_swap)
+        self.raw_scale, self.input_scale = raw_scale, input_scale
+        self.set_mean(mean)
+
+    def set_channel_swap(self, order):
+        from .errors import ArgumentError
+        if order is not None and sorted(order) != list(range(self.input_shape[0])):
+            raise ArgumentError("channel_swap must be a permutation of 0..%d, got %r"
+                                % (self.input_shape[0] - 1, order))
+        self.channel_swap = None if order is None else tuple(order)
+
+    def set_raw_scale(self, scale):
+        self.raw_scale = scale
+
+    def set_input_scale(self, scale):
+        self.input_scale = scale
+
+    def set_mean(self, mean):
+        from .errors import ArgumentError
+        if mean is None:
+            self.mean = None
+            return
+        m = np.asarray(mean, dtype=np.float32)
+        c = self.input_shape[0]
+        if m.size == c:
+            m = m.reshape(c, 1, 1)
+        elif m.shape != self.input_shape:
+            raise ArgumentError("mean must have %d values (one per channel) or shape %s, got "
+                                "shape %s" % (c, self.input_shape, m.shape))
+        self.mean = m
+
+    def preprocess(self, image):
+        from .errors import ArgumentError
+        img = np.asarray(image, dtype=np.float32)
+        c, h, w = self.input_shape
+        if img.ndim != 3 or img.shape[2] != c:
+            raise ArgumentError("preprocess takes an H x W x %d image, got shape %s"
+                                % (c, img.shape))
+        if img.shape[:2] != (h, w):
+            img = np.stack([np.asarray(Image.fromarray(img[:, :, k], mode="F").resize(
+                (w, h), Image.BILINEAR)) for k in range(c)], axis=2)
+        x = img.transpose(2, 0, 1)
+        if self.channel_swap is not None:
+            x = x[list(self.channel_swap)]
+        if self.raw_scale is not None:
+            x = x * np.float32(self.raw_scale)
+        if self.mean is not None:
+            x = x - self.mean
+        if self.input_scale is not None:
+            x = x * np.float32(self.input_scale)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def deprocess(self, x):
+        x = np.asarray(x, dtype=np.float32).copy()
+        if self.input_scale is not None:
+            x /= np.float32(self.input_scale)
+        if self.mean is not None:
+            x += self.mean
+        if self.raw_scale is not None:
+            x /= np.float32(self.raw_scale)
+        if self.channel_swap is not None:
+            x = x[np.argsort(self.channel_swap)]
+        return x.transpose(1, 2, 0)

@@ -19,8 +19,9 @@ def test_classify_bundled_example_prints_ranked_classes():
                  "--labels", str(REPO / "models/smallnet/synset10.txt"), "--top", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("example.png") and len(lines) == 4
-    scores = [float(line.split()[1]) for line in lines[1:]]
+    assert lines[0].startswith("# top 3 of prob") and lines[1].endswith("example.png")
+    assert lines[2].split() == ["rank", "class", "score", "name"] and len(lines) == 6
+    scores = [float(line.split()[2]) for line in lines[3:]]
     assert scores == sorted(scores, reverse=True)
 
 
@@ -28,7 +29,7 @@ def test_classify_reports_unreadable_image_and_continues(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     good = tmp_path / "good.png"
-    Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(good)
+    Image.fromarray(np.full((70, 80, 3), 128, np.uint8)).save(good)
     result = run("classify", str(bad), str(good), "--model", "smallnet")
     assert result.returncode == 1
     assert "broken.jpg: not an image file" in result.stderr
@@ -44,7 +45,7 @@ def test_missing_weights_for_a_zoo_model_says_where_to_get_them():
 def test_info_lists_layers_with_caffe_indices():
     result = run("info", str(REPO / "models/bvlc_googlenet/deploy.prototxt"))
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[2:-1]]
+    rows = [line.split() for line in result.stdout.splitlines()[2:-2]]
     assert rows[10][:3] == ["10", "pool2/3x3_s2_pool2/3x3_s2_0_split", "Split"]
     assert rows[-1][:3] == ["150", "prob", "Softmax"]
 

@@ -353,6 +353,6 @@ def test_bundled_smallnet_example_from_the_readme(tmp_path):
 def test_info_prints_indices_shapes_and_parameter_counts(model):
     result = run("info", *model)
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[2:-1]]
+    rows = [line.split() for line in result.stdout.splitlines()[2:-2]]
     assert rows[0] == ["0", "conv1", "Convolution", "1x4x16x16", str(4 * 27 + 4)]
     assert rows[3] == ["3", "fc", "InnerProduct", "1x6", str(6 * 256 + 6)]
