@@ -610,6 +610,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)
+    from . import compare, reproduce
+    compare.add_parser(sub)
+    reproduce.add_parser(sub)
 
     info = sub.add_parser("info", help="list a network's layers with Caffe's indices, shapes and "
                                        "parameter counts")
