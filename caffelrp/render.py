@@ -110,8 +110,21 @@ def colorize(values, scale, cmap="seismic"):
     return COLORMAPS[cmap](_unit(np.asarray(values, dtype=np.float64), scale))
 
 
+OVERLAY_CLIP = 99.5   # percentile of |value| that gets full opacity in overlays
+
+
+def overlay_scale(values, clip=OVERLAY_CLIP):
+    """Full-opacity value of an overlay: the ``clip`` percentile of |value| (like Captum's
+    ``outlier_perc``), not the largest |value|. Relevance maps are heavy-tailed: scaled by their
+    maximum only 0.5-0.9 % of a CaffeNet overlay's pixels showed any colour; with the 99.5th
+    percentile the top 0.5 % saturate and the rest are visible in proportion. 0 if all zero."""
+    a = np.abs(np.asarray(values, np.float64))
+    return float(np.percentile(a, clip)) if a.size else 0.0
+
+
 def overlay(image_rgb, heat_rgb, values, scale, alpha=0.7):
-    """The heatmap over a grey version of the image, opaque in proportion to |value| / scale.
+    """The heatmap over a grey version of the image, opaque in proportion to |value| / scale
+    (use ``overlay_scale`` for a visible one).
 
     ``image_rgb``: (H, W, 3) in [0, 1]; ``heat_rgb``: colorize(...) of the same size."""
     grey = np.asarray(image_rgb, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
