@@ -433,7 +433,7 @@ def render_and_finish(out_dir, record, scale, args):
                                     "overlay_clip_percentile": args.clip}
     if getattr(args, "original_geometry", False):
         from .geometry import write_original_geometry
-        write_original_geometry(out_dir, record, heat, o_scale, args)
+        write_original_geometry(out_dir, record, o_scale, args)
     write_atomically(out_dir / (record["stem"] + OUTPUT_SUFFIXES["sidecar"]),
                      (json.dumps(record["sidecar"], indent=1) + "\n").encode())
 

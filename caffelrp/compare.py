@@ -36,6 +36,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 RELEVANT = 0.1               # "clearly relevant": at least 10 % of the largest |value|
 TOP_PERCENT = (1, 5, 10, 20)
 ASPECT_TOLERANCE = 0.02
+FIGURE_CLIP = 99.5           # percentile of |value| shown at full colour in --figure
 JSON_KEYS = ("pearson", "spearman", "ssim", "top_overlap", "sign_agreement", "cmap",
              "decode_residual", "alignment", "shape")
 
@@ -369,7 +370,9 @@ def compare(a, b, cmap="auto", align=False, crop_box=None, details=False):
 
 # -------------------------------------------------------------------------------- figure
 def write_figure(path, ours, published, result, titles=("ours", "published (decoded)")):
-    """ours | published as decoded | their difference, with a colour bar and the metrics."""
+    """ours | published as decoded | their difference, with a colour bar and the metrics. Each
+    map is shown divided by its 99.5th percentile of |value| and clipped (a heavy-tailed map
+    divided by its maximum is nearly white); the difference is that of the shown maps."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -378,23 +381,28 @@ def write_figure(path, ours, published, result, titles=("ours", "published (deco
         raise CaffeLRPError("--figure needs matplotlib: pip install caffelrp[plot]") from None
     import io
     from .io.caffemodel import write_atomically
-    a = _normalise(ours)
-    b = published.copy()
-    ok = np.isfinite(b)
-    b[ok] = _normalise(b[ok])
+    def shown(v):   # as explain's overlays: the 99.5th percentile of |value| is full colour
+        ok = np.isfinite(v)
+        scale = np.percentile(np.abs(v[ok]), FIGURE_CLIP) if ok.any() else 0.0
+        return np.clip(v / scale, -1, 1) if scale > 0 else v
+    a, b = shown(ours), shown(published)
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), constrained_layout=True)
     for ax, img, title in zip(axes, (a, b, a - b), titles + ("difference (ours - published)",)):
         im = ax.imshow(img, cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.8, label="relevance / max |relevance|")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="relevance / %g%% quantile of |relevance|"
+                 % FIGURE_CLIP)
     fig.text(0.5, 0.01, caption(result), ha="center", va="bottom", fontsize=8)
     fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    write_atomically(path, buf.getvalue())
+    from PIL import Image
+    small = io.BytesIO()   # a palette PNG: a third of the size, the same picture to the eye
+    Image.open(buf).convert("RGB").quantize(colors=128).save(small, format="PNG", optimize=True)
+    write_atomically(path, small.getvalue())
 
 
 def _fmt(v, digits=3):

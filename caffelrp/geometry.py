@@ -48,7 +48,7 @@ def to_original(values, info):
     return np.where(inside, sampled, np.nan)
 
 
-def write_original_geometry(out_dir, record, heat, overlay_scale_value, args):
+def write_original_geometry(out_dir, record, overlay_scale_value, args):
     """STEM_heatmap_original.png and STEM_overlay_original.png next to the other outputs."""
     from .preprocess import read_image
     from .render import colorize, overlay, write_png

@@ -27,7 +27,7 @@ DEFAULT_TARGETS = ("top5", "top1")
 
 # which of (eps, beta) a formula reads (composites.py; the reference README's run-tag table)
 _READS = {0: (True, False), 2: (False, True), 11: (False, False), 26: (False, False),
-          166: (False, False), 99: (False, False), 22: (True, False),
+          166: (False, False), 99: (False, False), 22: (False, False),
           "epsilon-plus": (True, False), "epsilon-gamma-box": (True, False),
           "zplus": (False, False), "gamma": (True, False), "epsilon-plus-flat": (True, False)}
 

@@ -11,6 +11,7 @@ from caffelrp import render
 from caffelrp.cli import main
 from caffelrp.compare import JSON_KEYS, align, compare, sample_window, ssim
 from caffelrp.decode import DecodeError, builtin_maps, decode_heatmap, get_map
+from caffelrp.reproduce import _READS as READS
 
 try:   # the seeded-weights fixtures (moved to conftest.py by another change, then found there)
     from test_lrp_reference import nets, reference_weights  # noqa: F401
@@ -326,3 +327,19 @@ def test_reproduce_ranks_the_rendering_formula_first(tmp_path, shared_reference,
     # 10 formulas: 100, 102, 104 read eps and beta (4 each), 0 and the composites eps, 2 beta
     # (2 each), 11, 26, 166 nothing (1 each): 23 passes x 2 targets
     assert len(data["ranking"]) == 46
+
+
+@pytest.mark.parametrize("rule", sorted(READS, key=str))
+def test_a_parameter_the_sweep_runs_once_is_not_read(shared_reference, rule):
+    from caffelrp.bundled import bundled_weights
+    net = caffelrp.Net(shared_reference / "models" / "smallnet" / "deploy.prototxt",
+                       bundled_weights("smallnet"))
+    x = np.load(shared_reference / "expected" / "smallnet" / "scooter10" / "input.npy")[None]
+    bounds = (x - 100, x + 100)
+    reads_eps, reads_beta = READS[rule]
+    base = net.relevance(x, rule=rule, eps=1.0, beta=1.0, bounds=bounds, target="top5")
+    other_eps = net.relevance(x, rule=rule, eps=0.01, beta=1.0, bounds=bounds, target="top5")
+    other_beta = net.relevance(x, rule=rule, eps=1.0, beta=0.0, bounds=bounds, target="top5")
+    # a parameter marked unread must not change a single bit; a read one must change something
+    assert np.array_equal(base, other_eps) != reads_eps
+    assert np.array_equal(base, other_beta) != reads_beta
