@@ -343,3 +343,21 @@ def test_a_parameter_the_sweep_runs_once_is_not_read(shared_reference, rule):
     # a parameter marked unread must not change a single bit; a read one must change something
     assert np.array_equal(base, other_eps) != reads_eps
     assert np.array_equal(base, other_beta) != reads_beta
+
+
+def test_inputs_rawhm_and_sidecar(tmp_path, shared_reference):
+    from caffelrp.compat import rawhm_text
+    _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
+    r = relevance["f100_eps1_beta0_aux0"]
+    (tmp_path / "x_rawhm.txt").write_text(rawhm_text(r))
+    np.save(tmp_path / "x.npy", r)
+    # 6 significant digits in the text file: agreement to ~1e-6
+    assert compare(tmp_path / "x.npy", tmp_path / "x_rawhm.txt")["pearson"] > 1 - 1e-9
+    assert main(["explain", str(shared_reference / "images" / "scooter10.jpg"), "--model",
+                 "smallnet", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    ours = np.load(tmp_path / "out" / "scooter10_relevance.npy")
+    result = compare(tmp_path / "out" / "scooter10.json", ours)
+    assert result["pearson"] == pytest.approx(1.0, abs=1e-12) and result["cmap"] is None
+    # the rendered heatmap of the same run, decoded (seismic rendering -> bwr)
+    rendered = compare(ours, tmp_path / "out" / "scooter10_heatmap.png")
+    assert rendered["cmap"] == "bwr" and rendered["pearson"] > 0.999
