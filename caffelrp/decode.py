@@ -45,6 +45,7 @@ from .errors import CaffeLRPError
 
 TABLE_SIZE = 2049          # colours per lookup table: steps of 1/1024 in t
 MAX_RESIDUAL = 12.0        # mean colour distance (8-bit levels) above which nothing fits
+MAX_PIXELS = 1 << 26       # 67 M pixels: a larger "heatmap" is refused before it is decompressed
 MAX_TYPICAL = 0.15         # a relevance map is sparse: its median |t| lies below this
 
 
@@ -118,8 +119,12 @@ def _read_png_exact(data):
     channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
     if channels is None or depth not in (8, 16) or interlace:
         return None
+    if width * height > MAX_PIXELS or not width or not height:
+        raise ValueError("%d x %d pixels (at most %d accepted)" % (width, height, MAX_PIXELS))
     bpp = channels * depth // 8
-    raw = zlib.decompress(b"".join(chunks["IDAT"]))
+    expected = height * (width * bpp + 1)
+    # bounded: a small file cannot inflate to more than the header promises
+    raw = zlib.decompressobj().decompress(b"".join(chunks["IDAT"]), expected + 1)
     pixels = _unfilter(raw, height, width * bpp, bpp)
     if depth == 16:
         values = pixels.view(">u2").astype(np.float64) / 65535.0
@@ -133,8 +138,13 @@ def _read_png_exact(data):
 
 def read_rendered(path):
     """A rendered heatmap file as float64 RGB (H, W, 3) in [0, 1] at its full bit depth."""
+    import os
+    import stat
     path = str(path)
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise DecodeError("%s: not a regular file" % path)
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
@@ -147,18 +157,21 @@ def read_rendered(path):
         try:
             rgb = _read_png_exact(data)
         except (ValueError, zlib.error, struct.error) as e:
-            raise DecodeError("%s: damaged PNG file: %s" % (path, e)) from None
+            raise DecodeError("%s: cannot decode the PNG file: %s" % (path, e)) from None
         if rgb is not None:
             return rgb
     import io
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise DecodeError("%s: %d x %d pixels (at most %d accepted)"
+                                  % (path, img.width, img.height, MAX_PIXELS))
             img.load()
             return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
     except UnidentifiedImageError:
         raise DecodeError("%s: not an image file (PNG, JPEG, ...) Pillow can read" % path) from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DecodeError("%s: cannot read image: %s" % (path, e)) from None
 
 

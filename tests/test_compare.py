@@ -361,3 +361,22 @@ def test_inputs_rawhm_and_sidecar(tmp_path, shared_reference):
     # the rendered heatmap of the same run, decoded (seismic rendering -> bwr)
     rendered = compare(ours, tmp_path / "out" / "scooter10_heatmap.png")
     assert rendered["cmap"] == "bwr" and rendered["pearson"] > 0.999
+
+
+def test_png_larger_than_the_limit_is_refused_before_inflating(tmp_path):
+    import struct
+    import zlib
+    from caffelrp.decode import MAX_PIXELS
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    side = int(MAX_PIXELS ** 0.5) + 1
+    # a 10 kB file whose header promises side x side pixels of zeros
+    body = zlib.compress(b"\0" * (1 << 20), 9)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png)
+    with pytest.raises(DecodeError, match="bomb.png: cannot decode the PNG file: .* pixels"):
+        decode_heatmap(path)
