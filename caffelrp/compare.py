@@ -8,7 +8,8 @@ lists), the toolbox's ``_rawhm.txt``, or a rendered heatmap (PNG/JPEG, 8 or 16 b
 Geometry: the common grid is OURS's. PUBLISHED is first cropped (``crop``, its pixel coordinates),
 then, without ``align``, resampled (Lanczos) onto that grid when the aspect ratios agree (within 2 %);
 with ``align`` a scale and offset of OURS inside PUBLISHED are searched for the best Pearson
-correlation (coarse grid on a <= 48-pixel version, then refined at full size).
+correlation (coarse grid on a <= 48-pixel version, then Nelder-Mead at full size from the five
+best coarse placements).
 
 Metrics on the common grid (both maps scaled by their largest |value|; pixels outside the
 published picture after alignment are left out):
@@ -173,20 +174,25 @@ def resample(values, shape):
 
 
 def antialiased(values, scale):
-    """``values`` blurred for sampling every ``scale`` pixels (no blur when enlarging)."""
+    """``values`` blurred for sampling every ``scale`` pixels (no blur when enlarging): a Gaussian
+    that takes the 1-pixel sampling to a ``scale``-pixel one, sigma = sqrt(scale^2 - 1) / 2."""
     from scipy.ndimage import gaussian_filter
-    return gaussian_filter(values, sigma=0.5 * scale) if scale > 1.0 else values
+    return gaussian_filter(values, sigma=0.5 * np.sqrt(scale ** 2 - 1)) if scale > 1 else values
 
 
-def sample_window(values, shape, scale, offset):
+def sample_window(values, shape, scale, offset, order=1):
     """``values`` sampled on a grid of ``shape`` whose pixel (i, j) covers [offset_y + i*scale,
     offset_y + (i+1)*scale) x [offset_x + j*scale, ...) of ``values`` (pixel-corner
-    coordinates), bilinearly; NaN outside. Blur first with ``antialiased`` when scale > 1."""
+    coordinates), by a spline of ``order`` (1 bilinear, for the search; 3 cubic, for the final
+    grid); NaN outside. Blur first with ``antialiased`` when scale > 1."""
     from scipy.ndimage import map_coordinates
     ys = offset[1] + (np.arange(shape[0]) + 0.5) * scale - 0.5
     xs = offset[0] + (np.arange(shape[1]) + 0.5) * scale - 0.5
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    return map_coordinates(values, [yy, xx], order=1, mode="constant", cval=np.nan)
+    h, w = values.shape
+    inside = (yy >= -0.5) & (yy <= h - 0.5) & (xx >= -0.5) & (xx <= w - 0.5)
+    sampled = map_coordinates(values, [yy, xx], order=order, mode="nearest")
+    return np.where(inside, sampled, np.nan)
 
 
 def _masked_pearson(a, b):
@@ -211,7 +217,7 @@ def align(ours, published):
     small_shape = (max(int(round(ha / k)), 8), max(int(round(wa / k)), 8))
     small = resample(ours, small_shape)
     kk = ha / small_shape[0]
-    best = (-np.inf, fit, (0.0, 0.0))
+    coarse = []                                   # (r, scale, ox, oy) of every placement
     for scale in fit * np.geomspace(0.5, 1.5, 23):
         blurred = antialiased(published, scale * kk)
         step = 2.0 * scale * kk
@@ -220,25 +226,34 @@ def align(ours, published):
             for ox in np.arange(-0.2 * span_x, wb - 0.8 * span_x + 1e-9, step):
                 r = _masked_pearson(small, sample_window(blurred, small_shape, scale * kk,
                                                          (ox, oy)))
-                if r > best[0]:
-                    best = (r, scale, (ox, oy))
-    r, scale, (ox, oy) = best
-    if not np.isfinite(r):
+                if np.isfinite(r):
+                    coarse.append((r, scale, ox, oy))
+    if not coarse:
         raise CompareError("no placement of OURS inside PUBLISHED overlaps enough to compare")
-    # refine at full size: halve the steps of scale and offset until below 0.25 pixel
-    full = antialiased(published, scale)
-    ds, dxy = scale * 0.05, 2.0 * scale * kk
-    while dxy > 0.25:
-        improved = True
-        while improved:
-            improved = False
-            for s2, ox2, oy2 in ((scale + ds, ox, oy), (scale - ds, ox, oy), (scale, ox + dxy, oy),
-                                 (scale, ox - dxy, oy), (scale, ox, oy + dxy),
-                                 (scale, ox, oy - dxy)):
-                r2 = _masked_pearson(ours, sample_window(full, ours.shape, s2, (ox2, oy2)))
-                if r2 > r + 1e-9:
-                    r, scale, ox, oy, improved = r2, s2, ox2, oy2, True
-        ds, dxy = ds / 2, dxy / 2
+    # refine the best few at full size (Nelder-Mead on scale and the centre, which keeps the
+    # centre still while the scale changes; the correlation peak of a noisy map is ~1 pixel wide)
+    from scipy.optimize import minimize
+    coarse.sort(reverse=True)
+    best = (-np.inf, None)
+    for r0, scale0, ox0, oy0 in coarse[:5]:
+        full = antialiased(published, scale0)
+
+        def cost(p):
+            s, cx, cy = p
+            if s <= 0:
+                return 2.0
+            r = _masked_pearson(ours, sample_window(full, ours.shape, s,
+                                                    (cx - wa * s / 2, cy - ha * s / 2)))
+            return -r if np.isfinite(r) else 2.0
+        p0 = np.array([scale0, ox0 + wa * scale0 / 2, oy0 + ha * scale0 / 2])
+        simplex = np.array([p0, p0 + [0.04 * scale0, 0, 0], p0 + [0, 2.0, 0], p0 + [0, 0, 2.0]])
+        res = minimize(cost, p0, method="Nelder-Mead",
+                       options={"initial_simplex": simplex, "xatol": 0.02, "fatol": 1e-6,
+                                "maxiter": 400})
+        if -res.fun > best[0]:
+            best = (-res.fun, res.x)
+    r, (scale, cx, cy) = best
+    ox, oy = cx - wa * scale / 2, cy - ha * scale / 2
     return {"scale": float(scale), "offset": [float(ox), float(oy)], "pearson": float(r)}
 
 
@@ -247,7 +262,7 @@ def common_grid(ours, published, do_align=False, names=("OURS", "PUBLISHED")):
     if do_align:
         placement = align(ours, published)
         return ours, sample_window(antialiased(published, placement["scale"]), ours.shape,
-                                   placement["scale"], placement["offset"]), placement
+                                   placement["scale"], placement["offset"], order=3), placement
     (ha, wa), (hb, wb) = ours.shape, published.shape
     if (ha, wa) != (hb, wb) and abs((hb / wb) / (ha / wa) - 1) > ASPECT_TOLERANCE:
         raise CompareError("%s is %d x %d pixels, %s %d x %d: the aspect ratios differ, so one "

@@ -40,7 +40,7 @@ def _rule_key(text):
 def settings(rules, epss, betas, targets):
     """The distinct (rule, eps or None, beta or None) of the sweep, in order, and the targets."""
     out, seen = [], set()
-    for rule in rules:
+    for rule in (_rule_key(r) for r in rules):
         reads_eps, reads_beta = _READS.get(rule, (True, True))
         for eps in epss:
             for beta in betas:

@@ -380,3 +380,28 @@ def test_png_larger_than_the_limit_is_refused_before_inflating(tmp_path):
     path.write_bytes(png)
     with pytest.raises(DecodeError, match="bomb.png: cannot decode the PNG file: .* pixels"):
         decode_heatmap(path)
+
+
+def test_cli_align_finds_a_figure_inside_a_border(tmp_path, shared_reference, capsys):
+    _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
+    r = relevance["f100_eps1_beta0_aux0"]
+    v = r.sum(axis=0)
+    rgb = render.to_8bit(render.colorize(v, render.heatmap_scale(v, "original")[0], "original"))
+    enlarged = Image.fromarray(rgb).resize((83, 83), Image.BICUBIC)       # 1.3x
+    figure = Image.new("RGB", (120, 100))                                   # black border
+    figure.paste(enlarged, (25, 9))
+    figure.save(tmp_path / "figure.png")
+    np.save(tmp_path / "ours.npy", r)
+    args = ["compare", str(tmp_path / "ours.npy"), str(tmp_path / "figure.png")]
+    assert main(args) == 1                       # aspect ratios differ: no silent resampling
+    assert "--align" in capsys.readouterr().err
+    assert main(args + ["--align", "--json", str(tmp_path / "a.json")]) == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    # 64 px -> 83 px: scale 1.297; the enlargement was placed at (25, 9)
+    assert abs(data["alignment"]["scale"] - 83 / 64) < 0.03
+    offset = data["alignment"]["offset"]
+    assert abs(offset[0] - 25) < 1.5 and abs(offset[1] - 9) < 1.5     # measured 25.0, 9.0
+    assert data["pearson"] > 0.95                 # measured 0.993
+    # the same by hand: --crop the enlargement out, resampled onto OURS's grid
+    assert main(args + ["--crop", "25,9,108,92", "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["pearson"] > 0.95   # measured 0.989
