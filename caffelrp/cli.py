@@ -655,8 +655,8 @@ def main(argv=None):
     if args.command is None:
         if args.config is None:
             parser.print_usage(sys.stderr)
-            print("error: give a command (explain, info, classify) or -c CONFIG -f FILELIST",
-                  file=sys.stderr)
+            print("error: give a command (explain, compare, reproduce, info, classify) or "
+                  "-c CONFIG -f FILELIST", file=sys.stderr)
             return USAGE_ERROR
         args.run = cmd_compat
     elif args.config is not None or args.filelist is not None:

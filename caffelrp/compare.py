@@ -6,7 +6,8 @@ lists), the toolbox's ``_rawhm.txt``, or a rendered heatmap (PNG/JPEG, 8 or 16 b
 ``caffelrp.decode`` turns back into signed values. Arrays are summed over channels.
 
 Geometry: the common grid is OURS's. PUBLISHED is first cropped (``crop``, its pixel coordinates),
-then, without ``align``, resampled (Lanczos) onto that grid when the aspect ratios agree (within 2 %);
+then, without ``align``, resampled (Lanczos) onto that grid when the aspect ratios agree (within
+2 %);
 with ``align`` a scale and offset of OURS inside PUBLISHED are searched for the best Pearson
 correlation (coarse grid on a <= 48-pixel version, then Nelder-Mead at full size from the five
 best coarse placements).
@@ -64,6 +65,12 @@ def _from_array(array, name):
         raise CompareError("%s: a relevance array holds numbers, got dtype %s" % (name, a.dtype))
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
+    if a.size == 0 or (a.ndim >= 2 and min(a.shape[-2:]) < 2):
+        raise CompareError("%s: a relevance map needs at least 2 x 2 pixels, got shape %s"
+                           % (name, "x".join(map(str, a.shape))))
+    if a.ndim == 3 and a.shape[0] not in (1, 3, 4) and a.shape[2] in (1, 3, 4):
+        raise CompareError("%s: shape %s looks like H x W x C; a relevance array is C x H x W "
+                           "(transpose it)" % (name, "x".join(map(str, a.shape))))
     if a.ndim == 3:
         a = a.astype(np.float64).sum(axis=0)
     elif a.ndim != 2:

@@ -10,10 +10,12 @@ near 0 (median |t| <= ``MAX_TYPICAL``): without that, the grey map would win on 
 colours a JPEG or an enlargement has washed out, reading its black (original) or white (seismic)
 background as -1 or +1. A picture is refused (a photo, an overlay of a heatmap on a photo) when its
 best residual exceeds ``MAX_RESIDUAL`` or when it reads as a relevance map under no map. Measured on
-the CaffeNet reference: heatmaps (8 maps, f0 and f100, JPEG q75 enlarged 1.5x) residual <= 9.4 and
-median |t| <= 0.06; the two photos residual 16.5 / 35.0, and they and the overlays ``explain``
-writes median |t| >= 0.27 under their best map (grey). The values come back up to a positive scale: the renderer's
-scale is not in the picture.
+the CaffeNet reference (f0 and f100 maps rendered in original, seismic, gray-red, black-green and
+hot, enlarged 1.5x, JPEG quality 75) residual <= 9.4 and median |t| <= 0.06; the two photos residual
+16.5 / 35.0, and they and the overlays ``explain`` writes median |t| >= 0.27 under their best map
+(grey). Not decodable that way: the noisy f0 map in black-firered (residual 20-23), whose saturated
+ramps JPEG's subsampled chroma does not keep. The values come back up to a positive
+scale: the renderer's scale is not in the picture.
 
 Maps:
 
@@ -67,7 +69,8 @@ def _unfilter(raw, height, stride, bpp):
     """PNG scanline filters (PNG spec 9.2) undone; (height, stride) uint8."""
     rows = np.frombuffer(raw, np.uint8)
     if rows.size != height * (stride + 1):
-        raise ValueError("image data holds %d bytes, %d expected" % (rows.size, height * (stride + 1)))
+        raise ValueError("image data holds %d bytes, %d expected"
+                         % (rows.size, height * (stride + 1)))
     rows = rows.reshape(height, stride + 1)
     out = np.zeros((height, stride), np.int64)
     prev = np.zeros(stride, np.int64)

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from .compare import JSON_KEYS, common_grid, crop, load_map, metrics, parse_crop  # noqa: F401
+from .compare import common_grid, crop, load_map, metrics, parse_crop
 from .errors import CaffeLRPError
 
 DEFAULT_RULES = ("0", "2", "100", "102", "104", "11", "26", "166", "epsilon-plus",
