@@ -83,7 +83,11 @@ setup(
             "pytest>=7",
             "opencv-python-headless<5",
             "grpcio-tools",
+            "matplotlib>=3.6",
+            "scikit-image>=0.19",
         ],
+        "plot": ["matplotlib>=3.6"],          # compare --figure, any matplotlib colour map
+        "ssim": ["scikit-image>=0.19"],       # compare's SSIM from scikit-image (else our own)
     },
     zip_safe=False,
 )

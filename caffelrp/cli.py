@@ -25,7 +25,8 @@ from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
 from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
                          read_image, read_mean_file, toolbox_preprocess)
-from .render import COLORMAPS, colorize, heatmap_scale, overlay, pixel_relevance, write_png
+from .render import (COLORMAPS, OVERLAY_CLIP, colorize, heatmap_scale, overlay, overlay_scale,
+                     pixel_relevance, write_png)
 
 USAGE_ERROR, DATA_ERROR = 2, 1
 INTERRUPTED = 130     # 128 + SIGINT, as shells report a Ctrl-C
@@ -556,6 +557,8 @@ def cmd_explain(args):
         raise UsageError("--cmap must be one of %s" % ", ".join(COLORMAPS))
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    if not 0 <= args.clip <= 100:
+        raise UsageError("--clip is a percentile in [0, 100] (0: no clipping), got %g" % args.clip)
     if args.method == "lrp":
         try:
             check_lrp_rule(args.rule)
@@ -775,11 +778,17 @@ def render_and_finish(out_dir, record, scale, args):
     names = record["sidecar"]["outputs"]
     heat = colorize(record["values"], scale, args.cmap)
     write_png(out_dir / names["heatmap"], heat)
-    write_png(out_dir / names["overlay"], overlay(record["as_inputted"], heat, record["values"],
-                                                  scale, args.overlay_alpha))
+    o_scale = overlay_scale(record["values"], args.clip) if args.clip else scale
+    write_png(out_dir / names["overlay"], overlay(
+        record["as_inputted"], colorize(record["values"], o_scale, args.cmap), record["values"],
+        o_scale, args.overlay_alpha))
     record["sidecar"]["heatmap"] = {"cmap": args.cmap, "scale": scale,
                                     "shared_scale": bool(args.shared_scale),
-                                    "value": "sum over channels"}
+                                    "value": "sum over channels", "overlay_scale": o_scale,
+                                    "overlay_clip_percentile": args.clip}
+    if getattr(args, "original_geometry", False):
+        from .geometry import write_original_geometry
+        write_original_geometry(out_dir, record, o_scale, args)
     write_atomically(out_dir / (record["stem"] + OUTPUT_SUFFIXES["sidecar"]),
                      (json.dumps(record["sidecar"], indent=1) + "\n").encode())
 
@@ -951,6 +960,13 @@ def add_explain_parser(sub):
                               "shared scale)")
     explain.add_argument("--overlay-alpha", type=float, default=0.7,
                          help="opacity of the heatmap over the image at full colour (0.7)")
+    explain.add_argument("--clip", type=float, default=OVERLAY_CLIP, metavar="PERCENT",
+                         help="overlay opacity: the PERCENT percentile of |relevance| gets full "
+                              "colour (default %g; 0: the heatmap's own scale, the largest value)"
+                              % OVERLAY_CLIP)
+    explain.add_argument("--original-geometry", action="store_true",
+                         help="also write STEM_heatmap_original.png and STEM_overlay_original.png "
+                              "on the original photo's pixels (resize, crop and padding undone)")
     explain.add_argument("--save-input", action="store_true",
                          help="also write the preprocessed network input (float32 C x H x W)")
     explain.add_argument("--resume", action="store_true",
@@ -992,6 +1008,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)
+    from . import compare, reproduce
+    compare.add_parser(sub)
+    reproduce.add_parser(sub)
 
     info = sub.add_parser("info", help="list a network's layers with Caffe's indices, shapes and "
                                        "parameter counts, and how the weights matched")
@@ -1039,8 +1058,8 @@ def main(argv=None):
     if args.command is None:
         if args.config is None:
             parser.print_usage(sys.stderr)
-            print("error: give a command (explain, info, classify) or -c CONFIG -f FILELIST",
-                  file=sys.stderr)
+            print("error: give a command (explain, compare, reproduce, info, classify) or "
+                  "-c CONFIG -f FILELIST", file=sys.stderr)
             return USAGE_ERROR
         args.run = cmd_compat
     elif args.config is not None or args.filelist is not None:
