@@ -77,6 +77,7 @@ setup(
         "scipy>=1.9",
         "pillow>=9",
         "protobuf>=7.35.1,<8",
+        "threadpoolctl>=3.1",   # thread counts of the OpenBLAS pools (caffelrp/threads.py)
     ],
     extras_require={
         "test": [

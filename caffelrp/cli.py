@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import compat
+from . import caffe_blas, compat
 from .errors import CaffeLRPError
 from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
 from .files import file_sha256, write_atomically
@@ -443,7 +443,9 @@ def run_identity(args, method, target, model, base, mean):
                 "heatmap": {"cmap": args.cmap, "overlay_alpha": args.overlay_alpha,
                             "scale": ("fixed %r" % args.scale if args.scale is not None else
                                       "shared" if args.shared_scale else "per image")},
-                "save_input": bool(args.save_input)}
+                "save_input": bool(args.save_input),
+                # Caffe-exact mode moves the last bits (and tied max-pool windows)
+                "blas": caffe_blas.describe()}
     return json.loads(json.dumps(identity))
 
 
@@ -762,7 +764,8 @@ def write_explanation(out_dir, image, stem, prep, values, classes, scores, outpu
                    "explained": {str(int(c)): float(scores[c]) for c in classes},
                    "top5": [[int(c), float(scores[c])] for c in order]},
         "relevance_sum": float(values.astype(np.float64).sum()),
-        "preprocessing": prep.info, "outputs": names, "run": run["identity"]}
+        "preprocessing": prep.info, "outputs": names, "run": run["identity"],
+        "blas": caffe_blas.describe()}
     if info:
         sidecar["method_info"] = info
     record = {"image": image, "stem": stem, "sidecar": sidecar,
@@ -974,6 +977,7 @@ def add_explain_parser(sub):
                               "it lists)")
     explain.add_argument("--quiet", action="store_true",
                          help="no progress bar and no summary (errors are still printed)")
+    caffe_blas.add_option(explain)
     owners = {}
     for method in METHODS.values():
         method.add_options(_GivenOptions(explain.add_argument_group(
@@ -1005,6 +1009,7 @@ def build_parser():
     original.add_argument("--batch-size", type=int, default=8,
                           help="images per network pass (default 8; results do not depend on it)")
     original.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    caffe_blas.add_option(original, dest="caffe_blas_main")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)
@@ -1066,6 +1071,7 @@ def main(argv=None):
         print("error: -c/-f (the original-compatible mode) take no subcommand", file=sys.stderr)
         return USAGE_ERROR
     try:
+        caffe_blas.apply_option(args)
         return args.run(args)
     except UsageError as e:
         print("error: %s" % e, file=sys.stderr)

@@ -2,40 +2,54 @@
 
 The Cython kernels take the count explicitly (OpenMP ``prange(num_threads=...)``). The GEMM kernel
 calls scipy's OpenBLAS from each OpenMP thread, so that OpenBLAS must run single-threaded (one
-thread pool, not two fighting over the cores); numpy's OpenBLAS, used for the small remaining
-products, follows the chosen count. The default is every core, or ``CAFFELRP_NUM_THREADS``.
+thread pool, not two fighting over the cores); numpy's OpenBLAS follows the chosen count. Both are
+reached through threadpoolctl. The default is every core, or ``CAFFELRP_NUM_THREADS`` (read and
+checked at first use, not at import). Counts above MAX_PER_CORE x the cores are clamped with a
+warning: OpenMP and OpenBLAS cannot create that many threads (100000 crashed the process).
+
+The results do not depend on the count (the kernels cut their work into fixed-size blocks,
+README "Fidelity"), except in Caffe-exact mode, where the given OpenBLAS splits its products by
+its own thread count, as it did for the original.
 """
-import ctypes
 import os
+import warnings
+
+from .errors import CaffeLRPError
 
 _ENV = "CAFFELRP_NUM_THREADS"
-# Names of OpenBLAS's thread-count setter in the builds numpy and scipy ship (symbol suffixes
-# differ between the 32- and 64-bit-integer builds).
-_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+MAX_PER_CORE = 4
 
 
-def _default_threads():
+class ThreadCountError(CaffeLRPError, ValueError):
+    """A thread count (argument or CAFFELRP_NUM_THREADS) that is not a positive integer."""
+
+
+def max_threads():
+    """The largest count used: MAX_PER_CORE threads per core."""
+    return MAX_PER_CORE * (os.cpu_count() or 1)
+
+
+def _clamped(n, where):
+    limit = max_threads()
+    if n > limit:
+        warnings.warn("%s: %d threads is more than %d per core; using %d"
+                      % (where, n, MAX_PER_CORE, limit), RuntimeWarning, stacklevel=3)
+        return limit
+    return n
+
+
+def _from_environment():
     value = os.environ.get(_ENV, "").strip()
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError("%s must be a positive integer, got %r" % (_ENV, value)) from None
-        if n < 1:
-            raise ValueError("%s must be a positive integer, got %r" % (_ENV, value))
-        return n
-    return os.cpu_count() or 1
-
-
-def _loaded_openblas_libraries():
-    """Paths of the OpenBLAS shared libraries mapped into this process (Linux only)."""
+    if not value:
+        return os.cpu_count() or 1
     try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return []
-    return sorted(p for p in paths if p.startswith("/"))
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ThreadCountError("%s must be a positive integer (a thread count), got %r"
+                               % (_ENV, value))
+    return _clamped(n, _ENV)
 
 
 def _is_gemm_blas(path):
@@ -44,37 +58,34 @@ def _is_gemm_blas(path):
 
 
 def _set_blas_threads(n, gemm_blas=False):
-    """Resize numpy's OpenBLAS pool (or, with gemm_blas, scipy's) to n threads."""
-    import numpy  # noqa: F401  (makes sure numpy's OpenBLAS is loaded before looking for it)
+    """Resize numpy's OpenBLAS pool (or, with gemm_blas, scipy's) to n threads; True if found."""
+    import numpy  # noqa: F401  (numpy's OpenBLAS must be loaded to be found)
+    from threadpoolctl import ThreadpoolController
     done = False
-    for path in _loaded_openblas_libraries():
-        if _is_gemm_blas(path) != gemm_blas:
-            continue
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _BLAS_SETTERS:
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int] if not name.endswith("64_") else [ctypes.c_int64]
-                setter(n)
-                done = True
-                break
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and _is_gemm_blas(lib.filepath) == gemm_blas:
+            lib.set_num_threads(n)
+            done = True
     return done
 
 
-_num_threads = _default_threads()
+_num_threads = None   # resolved at first use
 
 
 def make_gemm_blas_single_threaded():
     """Called once the GEMM kernel (and with it scipy's OpenBLAS) is loaded."""
     import scipy.linalg.cython_blas  # noqa: F401
-    _set_blas_threads(1, gemm_blas=True)
+    return _set_blas_threads(1, gemm_blas=True)
 
 
 def get_num_threads():
     """The number of threads the kernels use."""
+    global _num_threads
+    if _num_threads is None:
+        n = _from_environment()
+        if os.environ.get(_ENV, "").strip():
+            _set_blas_threads(n)
+        _num_threads = n
     return _num_threads
 
 
@@ -84,16 +95,15 @@ SMALL_WORK = 1 << 15
 
 def threads_for(work):
     """Thread count for a kernel call producing ``work`` values."""
-    return 1 if work < SMALL_WORK else _num_threads
+    return 1 if work < SMALL_WORK else get_num_threads()
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in the kernels and, where it can be reached, in numpy's OpenBLAS."""
+    """Use ``n`` threads in the kernels and in numpy's OpenBLAS (at most MAX_PER_CORE per core,
+    larger counts are clamped with a warning)."""
     global _num_threads
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError("the number of threads must be a positive integer, got %r" % (n,))
+        raise ThreadCountError("the number of threads must be a positive integer, got %r" % (n,))
+    n = _clamped(n, "set_num_threads")
     _num_threads = n
     _set_blas_threads(n)
-
-if os.environ.get(_ENV, "").strip():
-    _set_blas_threads(_num_threads)

@@ -1,15 +1,36 @@
 # cython: language_level=3
 """Matrix products for the convolution and inner-product layers, split across OpenMP threads.
 
-Each thread calls single-threaded sgemm (scipy's OpenBLAS through scipy.linalg.cython_blas) on its
-own block of the output. caffelrp then has one thread pool (OpenMP) instead of two (OpenMP for the
+Each thread calls single-threaded sgemm (scipy's OpenBLAS through scipy.linalg.cython_blas) on
+blocks of the output. caffelrp then has one thread pool (OpenMP) instead of two (OpenMP for the
 other kernels plus OpenBLAS's own), which on a small machine otherwise fight over the cores: the
 pool that just finished keeps spinning while the other one works.
 
+Deterministic for any thread count: the output is cut into blocks of a FIXED size (COLUMN_BLOCK
+columns, or ROW_BLOCK rows when the output is tall and narrow) that depend on the shapes only;
+the threads take whole blocks. Which sgemm call computes an output element, with which operand
+shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its last bits (OpenBLAS's
+result for an element depends on where it lies in the call: edge kernels, blocking). Cost: a
+single-threaded product is made of several calls instead of one (BENCHMARKS.md, "determinism").
+
+A single-row product (an inner product at batch 1) is a matrix-vector product, memory-bound:
+sgemv on fixed column blocks, at any thread count.
+
 Row-major C = A @ B is computed as the column-major product C^T = B^T A^T, so no data moves.
+Sizes are int (BLAS's integer type); pointer offsets are computed in Py_ssize_t.
 """
+import numpy as np
+
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, sgemv
+
+cdef enum:
+    COLUMN_BLOCK = 256   # output columns per block (split along n)
+    ROW_BLOCK = 64       # output rows per block (split along m, when m > n)
+    GEMV_BLOCK = 512     # output values per matrix-vector block (m == 1)
+
+# BLAS takes int sizes: anything larger is refused rather than wrapped.
+cdef Py_ssize_t INT_MAX_SIZE = 2147483647
 
 
 cdef inline void _gemm_rm(char transa, char transb, int m, int n, int k, const float* a, int lda,
@@ -34,81 +55,87 @@ cdef inline void _gemv_rm(char tb, int n, int k, const float* b, int ldb, const 
         sgemv(&trans, &n, &k, &one, <float*>b, &ldb, <float*>x, &incx, &beta, y, &inc1)
 
 
+def _layout(x, str name):
+    """(operand, 'n' or 't', leading dimension) for a row-major 2-D float32 operand.
+
+    'n': rows contiguous, 't': columns contiguous (a transposed view). Any other layout
+    (negative, zero or overlapping strides, e.g. from np.flipud or broadcasting) is copied to a
+    C-contiguous array first: BLAS cannot read it, and an unchecked leading dimension would make
+    it read (or for the output write) outside the buffer.
+    """
+    cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
+    cdef Py_ssize_t s0 = x.strides[0], s1 = x.strides[1]
+    if s1 == 4 and s0 % 4 == 0 and (rows == 1 or s0 >= 4 * cols):
+        return x, b'n', max(1, cols if rows == 1 else s0 // 4)
+    if s0 == 4 and s1 % 4 == 0 and (cols == 1 or s1 >= 4 * rows):
+        return x, b't', max(1, rows if cols == 1 else s1 // 4)
+    return np.ascontiguousarray(x), b'n', max(1, cols)
+
+
 def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_threads,
            bint accumulate=False):
-    """c = a @ b (or c += a @ b); float32 2-D arrays whose rows or columns are contiguous.
+    """c = a @ b (or c += a @ b); float32 2-D arrays.
 
-    The output is split into column blocks (or row blocks when it is tall and narrow), one sgemm
-    per block and thread.
+    a and b may be any layout (non-contiguous ones are copied); c must have contiguous rows and
+    a row stride that neither overlaps nor runs backwards. The result does not depend on
+    num_threads (fixed-size blocks, see the module docstring).
     """
+    if a.shape[0] > INT_MAX_SIZE or a.shape[1] > INT_MAX_SIZE or b.shape[1] > INT_MAX_SIZE:
+        raise ValueError("matmul: dimensions above 2**31-1 are not supported by BLAS")
     cdef int m = a.shape[0], k = a.shape[1], n = b.shape[1]
     if b.shape[0] != k or c.shape[0] != m or c.shape[1] != n:
         raise ValueError("matmul: shapes (%d, %d) @ (%d, %d) -> (%d, %d) do not fit"
                          % (a.shape[0], a.shape[1], b.shape[0], b.shape[1], c.shape[0],
                             c.shape[1]))
-    if c.strides[1] != 4:
-        raise ValueError("matmul: the output rows must be contiguous")
     if m == 0 or n == 0:
         return
-    cdef char ta, tb
-    cdef int lda, ldb, ldc = c.strides[0] // 4
-    # row-major "n": rows contiguous (stride[1] == 4); "t": columns contiguous (a transposed view)
-    if a.strides[1] == 4:
-        ta, lda = b'n', a.strides[0] // 4
-    elif a.strides[0] == 4:
-        ta, lda = b't', a.strides[1] // 4
-    else:
-        raise ValueError("matmul: a must have contiguous rows or columns")
-    if b.strides[1] == 4:
-        tb, ldb = b'n', b.strides[0] // 4
-    elif b.strides[0] == 4:
-        tb, ldb = b't', b.strides[1] // 4
-    else:
-        raise ValueError("matmul: b must have contiguous rows or columns")
-    if lda < 1:
-        lda = 1
-    if ldb < 1:
-        ldb = 1
-    if ldc < 1:
-        ldc = 1
+    cdef Py_ssize_t cs0 = c.strides[0]
+    if c.strides[1] != 4 or (m > 1 and (cs0 % 4 != 0 or cs0 < 4 * n)):
+        raise ValueError("matmul: the output needs contiguous rows and a positive row stride "
+                         "of at least its width (got strides %r for shape (%d, %d))"
+                         % ((c.strides[0], c.strides[1]), m, n))
+    cdef int ldc = n if m == 1 else <int>(cs0 // 4)
     if k == 0:
         if not accumulate:
             c[:, :] = 0
         return
+    a_op, ta_obj, lda_obj = _layout(np.asarray(a), "a")
+    b_op, tb_obj, ldb_obj = _layout(np.asarray(b), "b")
+    cdef const float[:, :] av = a_op
+    cdef const float[:, :] bv = b_op
+    cdef char ta = (<bytes>ta_obj)[0], tb = (<bytes>tb_obj)[0]
+    cdef int lda = lda_obj, ldb = ldb_obj
+    if num_threads < 1:
+        num_threads = 1
 
     cdef float beta = 1.0 if accumulate else 0.0
-    cdef const float* pa = &a[0, 0]
-    cdef const float* pb = &b[0, 0]
+    cdef const float* pa = &av[0, 0]
+    cdef const float* pb = &bv[0, 0]
     cdef float* pc = &c[0, 0]
-    cdef int blocks, block, i, start, size
-    cdef bint split_columns = n >= m
-    cdef int extent = n if split_columns else m
-    # Blocks of at least 64 columns/rows, a multiple of the thread count when there is enough work.
-    blocks = num_threads if extent >= 64 * num_threads else max(1, extent // 64)
-    if blocks <= 1 or num_threads <= 1:
-        with nogil:
-            _gemm_rm(ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
-        return
-    block = (extent + blocks - 1) // blocks
+    cdef Py_ssize_t blocks, i, start, size, block
     cdef int incx = lda if ta == b't' else 1
     if m == 1:
-        # a single row (an inner product at batch 1): memory-bound, so matrix-vector products
+        # a single row (an inner product at batch 1): memory-bound, matrix-vector products
+        block = GEMV_BLOCK
+        blocks = (n + block - 1) // block
         for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
             start = i * block
-            size = min(block, extent - start)
-            if size > 0:
-                _gemv_rm(tb, size, k, pb + (start * ldb if tb == b't' else start), ldb, pa, incx,
-                         beta, pc + start)
+            size = min(block, n - start)
+            _gemv_rm(tb, <int>size, k, pb + (start * ldb if tb == b't' else start), ldb, pa,
+                     incx, beta, pc + start)
         return
+    cdef bint split_columns = n >= m
+    cdef Py_ssize_t extent = n if split_columns else m
+    block = COLUMN_BLOCK if split_columns else ROW_BLOCK
+    blocks = (extent + block - 1) // block
     for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
         start = i * block
         size = min(block, extent - start)
-        if size > 0:
-            if split_columns:
-                # columns start..start+size of B and C
-                _gemm_rm(ta, tb, m, size, k, pa, lda,
-                         pb + (start * ldb if tb == b't' else start), ldb, beta, pc + start, ldc)
-            else:
-                # rows start..start+size of A and C
-                _gemm_rm(ta, tb, size, n, k, pa + (start if ta == b't' else start * lda), lda,
-                         pb, ldb, beta, pc + start * ldc, ldc)
+        if split_columns:
+            # columns start..start+size of B and C
+            _gemm_rm(ta, tb, m, <int>size, k, pa, lda,
+                     pb + (start * ldb if tb == b't' else start), ldb, beta, pc + start, ldc)
+        else:
+            # rows start..start+size of A and C
+            _gemm_rm(ta, tb, <int>size, n, k, pa + (start if ta == b't' else start * lda), lda,
+                     pb, ldb, beta, pc + start * ldc, ldc)

@@ -355,3 +355,26 @@ def lrn_within_backward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] y
             failed += 1
     if failed:
         raise MemoryError("lrn_within_backward: cannot allocate a scratch plane")
+
+
+# ------------------------------------------------------------------------------- Caffe-exact mode
+
+def lrn_power_mul(const float[:, :, :, ::1] scale, const float[:, :, :, ::1] x, float beta,
+                  float[:, :, :, ::1] y):
+    """lrn_power_mul(scale, x, beta, y) -> None
+
+    y = powf(scale, -beta) * x elementwise, as Caffe's caffe_powx (std::pow on floats, i.e.
+    powf) followed by caffe_mul; used by caffelrp.caffe_blas after its saxpy window sums.
+    """
+    _check_same(&x.shape[0], &y.shape[0], "y")
+    _check_same(&x.shape[0], &scale.shape[0], "scale")
+    cdef Py_ssize_t i, total = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3]
+    if total == 0:
+        return
+    cdef float negbeta = -beta
+    cdef const float* sp = &scale[0, 0, 0, 0]
+    cdef const float* xp = &x[0, 0, 0, 0]
+    cdef float* yp = &y[0, 0, 0, 0]
+    with nogil:
+        for i in range(total):
+            yp[i] = powf(sp[i], negbeta) * xp[i]

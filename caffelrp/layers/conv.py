@@ -8,7 +8,7 @@ group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W
 """
 import numpy as np
 
-from .. import scratch
+from .. import caffe_blas, scratch
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
 from ..threads import get_num_threads, threads_for
@@ -143,6 +143,8 @@ class Convolution(_ConvBase):
         return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
 
     def forward(self, bottoms):
+        if caffe_blas.active():
+            return [caffe_blas.convolution_forward(self, x) for x in bottoms]
         return [self._convolve(x) for x in bottoms]
 
     def columns(self, x):
@@ -240,6 +242,8 @@ class Deconvolution(_ConvBase):
         return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
 
     def forward(self, bottoms):
+        if caffe_blas.active():
+            return [caffe_blas.deconvolution_forward(self, x) for x in bottoms]
         return [self._deconvolve(x) for x in bottoms]
 
     def _deconvolve(self, x):

@@ -2,6 +2,7 @@
 and backward (dx = dy W)."""
 import numpy as np
 
+from .. import caffe_blas
 from ..kernels.gemm import matmul
 from ..threads import get_num_threads
 from .base import Layer, canonical_axis, count, register
@@ -44,6 +45,8 @@ class InnerProduct(Layer):
         return self.blobs[0].T if self.transpose else self.blobs[0]
 
     def forward(self, bottoms):
+        if caffe_blas.active():
+            return [caffe_blas.inner_product_forward(self, bottoms[0])]
         x = bottoms[0]
         m = count(x.shape, 0, self.axis)
         y = np.empty((m, self.num_output), dtype=np.float32)

@@ -3,6 +3,7 @@ import numpy as np
 
 from ..kernels.lrn import (lrn_across_backward, lrn_across_forward, lrn_within_backward,
                            lrn_within_forward)
+from .. import caffe_blas
 from ..proto import caffe_pb2
 from ..threads import threads_for
 from .base import Layer, register
@@ -29,6 +30,9 @@ class LRN(Layer):
         return [bottom_shapes[0]]
 
     def forward(self, bottoms):
+        if self.across_channels and caffe_blas.active():
+            y, self.scale = caffe_blas.lrn_across_forward(self, bottoms[0])
+            return [y]
         x = bottoms[0]
         y = np.empty_like(x)
         self.scale = np.empty_like(x)  # kept for the backward passes
