@@ -610,6 +610,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)
+    from . import evaluate_cli   # its module imports this one's helpers
+    evaluate_cli.add_parser(sub)
 
     info = sub.add_parser("info", help="list a network's layers with Caffe's indices, shapes and "
                                        "parameter counts")
