@@ -392,7 +392,7 @@ def curves_png(methods):
     return buf.getvalue()
 
 
-def write_outputs(out_dir, proto, records, specs, skipped, step, quiet):
+def write_outputs(out_dir, proto, records, specs, skipped, step, announce):
     methods = summarise(records, specs)
     images = []
     for r in records:
@@ -411,7 +411,7 @@ def write_outputs(out_dir, proto, records, specs, skipped, step, quiet):
         try:
             write_atomically(out_dir / "curves.png", curves_png(methods))
         except ImportError:
-            if not quiet:
+            if announce:    # also with --quiet: an output the user expects is missing
                 print("note: curves.png needs matplotlib (pip install caffelrp[plot]); the other "
                       "outputs are written", file=sys.stderr)
             return False
@@ -509,11 +509,11 @@ def run(args):
             report.done += 1
         progress.advance(len(batch_records))
         ordered = [records[i] for i in sorted(records)]
-        write_outputs(out_dir, proto, ordered, specs, _skipped(ordered), step, quiet=True)
+        write_outputs(out_dir, proto, ordered, specs, _skipped(ordered), step, announce=False)
     progress.close()
     ordered = [records[i] for i in sorted(records)]
     if ordered:
-        write_outputs(out_dir, proto, ordered, specs, _skipped(ordered), step, args.quiet)
+        write_outputs(out_dir, proto, ordered, specs, _skipped(ordered), step, announce=True)
         skipped = _skipped(ordered)
         if skipped and not args.quiet:
             print("%d image(s) without a usable box, skipped for pointing/localisation:"
