@@ -83,7 +83,9 @@ setup(
             "pytest>=7",
             "opencv-python-headless<5",
             "grpcio-tools",
+            "matplotlib",
         ],
+        "plot": ["matplotlib"],    # evaluate's curves.png
     },
     zip_safe=False,
 )
