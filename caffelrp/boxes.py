@@ -116,7 +116,8 @@ def read_voc_xml(path):
         raise BoxError("%s: cannot read: %s" % (path, e.strerror or e)) from None
     root = _parse_xml(path, data)
     if root.tag != "annotation":
-        raise BoxError("%s line %d: expected <annotation>, found <%s>" % (path, root.line, root.tag))
+        raise BoxError("%s line %d: expected <annotation>, found <%s>"
+                       % (path, root.line, root.tag))
     size = None
     size_el = root.find("size")
     if size_el is not None:

@@ -258,7 +258,7 @@ def perturbation_curves(net, x, attribution, target="top1", unit=9, steps=100, p
             flat_state = state.reshape(c, -1)
             for k in range(1, steps + 1):
                 chosen = order[(k - 1) * per_step:k * per_step]
-                pixels = np.concatenate([members[u] for u in chosen])
+                pixels = chosen if unit == 1 else np.concatenate([members[u] for u in chosen])
                 flat_state[:, pixels] = flat_fill[:, pixels]
                 yield s, k, state
 

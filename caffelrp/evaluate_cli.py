@@ -103,8 +103,10 @@ def run_method(spec, net, x, classes, args, context, image_ids):
         rule = spec.rule if spec.rule is not None else margs.rule
         result = relevance_details(net, x, rule=rule, eps=margs.eps, beta=margs.beta,
                                    switch_layer=margs.switch_layer, target=target,
-                                   start=_start(margs.start), bounds=(context.low, context.high))
-        # the ledger's two ends: the relevance reaching the input over the injected logits
+                                   start=_start(margs.start), bounds=(context.low, context.high),
+                                   record=False)
+        # the ledger's two ends (kept without record): the relevance reaching the input over
+        # the relevance injected at the top
         total = result.input.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
         injected = np.asarray(result.injected, np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
