@@ -22,6 +22,8 @@ import numpy as np
 
 from . import __version__
 from . import evaluate as ev
+from .attribution.backward import batch_size, output_blob
+from .attribution.gradients import explained
 from .boxes import BoxError, BoxSource, mask_extent, network_mask
 from .cli import (Report, UsageError, bounds_for, check_weights, class_count, collect_images,
                   file_sha256, image_input, load_net, parse_target, resolve_mean, resolve_model)
@@ -152,7 +154,7 @@ def protocol(args, specs, prototxt, weights, base, mean, boxes):
                                  "bands belong to no box",
                       "localisation": "mu = R+_in / R+_tot, mu_w = mu * S_tot / S_box "
                                       "(Kohlbrenner et al., arXiv:1910.09840)"}
-    p["images_ids"] = "position in the run's image list (keys the noise and random streams)"
+    p["image_ids"] = "position in the run's image list (keys the noise and random streams)"
     return p
 
 
@@ -225,8 +227,6 @@ def evaluate_batch(chunk, net, specs, args, in_hw, base, mean, boxes, step, prog
     context = Context(low, high)
     ids = [p[0] for p in prepared]
     target = parse_target(args.target)
-    from .attribution.backward import output_blob
-    from .attribution.gradients import explained
     f0, classes = explained(net, x, target, output_blob(net, "logit"), step)
     classes = [int(per[0]) for per in classes]     # --class is top1 or K: one class each
     attributions, sanity = {}, {}
@@ -380,12 +380,14 @@ def curves_png(methods):
                 ax.plot(steps, mean, label=name)
                 if np.isfinite(sem).any():
                     ax.fill_between(steps, mean - sem, mean + sem, alpha=0.25)
-            unit = "regions" if kind == "aopc_curves" else "pixel-flipping steps"
-            ax.set_xlabel("perturbation step k (%s removed, %s)" % (unit, order.upper()))
+            label = {"morf": "MoRF", "lerf": "LeRF"}[order]
+            unit = ("the k regions perturbed" if kind == "aopc_curves"
+                    else "k x fraction of the pixels perturbed")
+            ax.set_xlabel("perturbation step k (%s, %s)" % (unit, label))
             ax.set_ylabel("f(x_k): logit of the explained class")
-            ax.set_title("%s %s (mean ± 1 s.e. over images)"
+            ax.set_title("%s, %s (mean ± 1 s.e. over images)"
                          % ("region perturbation" if kind == "aopc_curves" else "pixel flipping",
-                            order.upper()))
+                            label))
             ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
@@ -476,8 +478,10 @@ def run(args):
     record_dir = out_dir / "per_image"
     record_dir.mkdir(parents=True, exist_ok=True)
 
-    from .attribution.backward import batch_size
-    step = batch_size(net, (3,) + tuple(in_hw), args.memory_budget)
+    try:
+        step = batch_size(net, (3,) + tuple(in_hw), args.memory_budget)
+    except ValueError as e:
+        raise UsageError("--memory-budget: %s" % e) from None
     records, pending = {}, []
     for index, (image, stem) in enumerate(items):
         path = record_dir / (stem + ".json")

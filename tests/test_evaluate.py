@@ -308,3 +308,5 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert run_cli(tmp_path, "--metric", "pointing") == 2
     assert "--boxes" in capsys.readouterr().err
     assert run_cli(tmp_path, "--class", "top5") == 2
+    assert run_cli(tmp_path, "--memory-budget", "lots") == 2
+    assert "--memory-budget" in capsys.readouterr().err
