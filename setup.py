@@ -87,7 +87,7 @@ setup(
             "matplotlib>=3.6",
             "scikit-image>=0.19",
         ],
-        "plot": ["matplotlib>=3.6"],          # compare --figure, any matplotlib colour map
+        "plot": ["matplotlib>=3.6"],          # compare --figure, evaluate curves.png, matplotlib colour maps
         "ssim": ["scikit-image>=0.19"],       # compare's SSIM from scikit-image (else our own)
     },
     zip_safe=False,

@@ -1016,6 +1016,8 @@ def build_parser():
     from . import compare, reproduce
     compare.add_parser(sub)
     reproduce.add_parser(sub)
+    from . import evaluate_cli   # its module imports this one's helpers
+    evaluate_cli.add_parser(sub)
 
     info = sub.add_parser("info", help="list a network's layers with Caffe's indices, shapes and "
                                        "parameter counts, and how the weights matched")
