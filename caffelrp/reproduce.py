@@ -161,7 +161,7 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from .cli import (UsageError, bounds_for, check_weights, image_input, load_net,
+    from .cli import (UsageError, bounds_for, check_weights, class_count, image_input, load_net,
                       resolve_mean, resolve_model)
     from .compare import ColourMapError, _check_cmap, antialiased, align, sample_window
     from .io.caffemodel import write_atomically
@@ -193,6 +193,11 @@ def run(args):
     pub = crop(published.values, box, args.published) if box else published.values
     net = load_net(prototxt, weights)
     in_h, in_w = image_input(net)
+    k = class_count(net)
+    for t in targets:
+        if not isinstance(t, str) and not 0 <= t < k:
+            raise UsageError("--targets: class %d out of range, the network has %d classes "
+                             "(0..%d)" % (t, k, k - 1))
     prep = toolbox_preprocess(read_image(args.image), in_h, in_w,
                               args.base_size or default_base_size(in_h, in_w), mean)
     low, high = bounds_for([prep])
