@@ -57,16 +57,17 @@ def main():
             [single_passes, sweep_top5, sweep_default], args.repeats)
     distinct = len(settings(DEFAULT_RULES, DEFAULT_EPSS, DEFAULT_BETAS, ("top5",)))
     lines = ["## reproduce sweep (issue 10)", "",
-             "Command: `python benchmarks/bench_reproduce.py %s` (CaffeNet, seeded weights, threads: "
-             "%d; medians of %d; the machine was shared with other jobs, figures are noisy)."
-             % (" ".join(sys.argv[1:]), caffelrp.get_num_threads(), args.repeats), "",
-             "| what | settings | relevance passes | s | vs 40 x formula 100 |", "|---|---|---|---|---|",
+             "Command: `python benchmarks/bench_reproduce.py %s` (CaffeNet, seeded weights, "
+             "threads: %d; medians of %d; the machine was shared with other jobs, figures are "
+             "noisy)." % (" ".join(sys.argv[1:]), caffelrp.get_num_threads(), args.repeats), "",
+             "| what | settings | relevance passes | s | vs 40 x formula 100 |",
+             "|---|---|---|---|---|",
              "| 40 x `net.relevance(rule=100)`, batch 1 | %d | %d (+%d forwards) | %.2f | 1.00 |"
              % (n, n, n, t_single),
              "| `reproduce` sweep, target top5 | %d | %d (1 forward) | %.2f | %.2f |"
              % (n, distinct, t_sweep, t_sweep / t_single),
-             "| `reproduce` default sweep, top5 + top1 | %d | %d at batch 2 (1 forward) | %.2f | %.2f |"
-             % (2 * n, distinct, t_default, t_default / t_single), ""]
+             "| `reproduce` default sweep, top5 + top1 | %d | %d at batch 2 (1 forward) | %.2f "
+             "| %.2f |" % (2 * n, distinct, t_default, t_default / t_single), ""]
     text = "\n".join(lines)
     print(text)
     if args.write:

@@ -38,6 +38,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 RELEVANT = 0.1               # "clearly relevant": at least 10 % of the largest |value|
 TOP_PERCENT = (1, 5, 10, 20)
 ASPECT_TOLERANCE = 0.02
+OFF_MAP = 32                 # colour distance (8-bit levels) the summary calls "off the map"
 FIGURE_CLIP = 99.5           # percentile of |value| shown at full colour in --figure
 JSON_KEYS = ("pearson", "spearman", "ssim", "top_overlap", "sign_agreement", "cmap",
              "decode_residual", "alignment", "shape")
@@ -444,7 +445,8 @@ def caption(result):
 
 
 # ----------------------------------------------------------------------------------- CLI
-def summary(result, ours_name, published_name, published_shape):
+def summary(result, ours_name, published_name, published_shape, ours_map=None,
+            published_map=None):
     lines = ["%s vs %s" % (ours_name, published_name)]
     grid = "%d x %d (OURS's grid)" % (result["shape"][1], result["shape"][0])
     if result["alignment"]:
@@ -457,6 +459,12 @@ def summary(result, ours_name, published_name, published_shape):
     if result["cmap"]:
         lines.append("colour map: %s (decoding residual %.2f of 255 levels)"
                      % (result["cmap"], result["decode_residual"]))
+    for label, m in (("OURS", ours_map), ("PUBLISHED", published_map)):
+        if m is not None and m.decoded is not None:
+            far = float((m.decoded.distance > OFF_MAP).mean()) * 100
+            if far >= 0.05:
+                lines.append("%s: %.1f %% of the pixels lie more than %d levels off the map "
+                             "(low confidence: text, axes or compression)" % (label, far, OFF_MAP))
     top = result["top_overlap"]
     lines.append("pearson %s  spearman %s  ssim %s" % (
         _fmt(result["pearson"]), _fmt(result["spearman"]), _fmt(result["ssim"])))
@@ -501,7 +509,8 @@ def run(args):
     except ColourMapError as e:
         raise UsageError("--cmap: %s" % e) from None
     maps = result.pop("maps")
-    print(summary(result, args.ours, args.published, maps["published_shape"]))
+    print(summary(result, args.ours, args.published, maps["published_shape"], maps["ours"],
+                  maps["published"]))
     if args.json:
         write_atomically(args.json, (json.dumps(result, indent=1) + "\n").encode())
     if args.figure:

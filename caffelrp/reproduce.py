@@ -80,12 +80,17 @@ def explained_classes(net, x, targets):
     return out
 
 
-def sweep(net, blob, bounds, published_grid, rules=DEFAULT_RULES, epss=DEFAULT_EPSS,
-          betas=DEFAULT_BETAS, targets=DEFAULT_TARGETS, switch_layer=0, progress=None):
-    """Rank every setting by its agreement with ``published_grid`` (on the net input's grid).
+def sweep(net, blob, bounds, published, rules=DEFAULT_RULES, epss=DEFAULT_EPSS,
+          betas=DEFAULT_BETAS, targets=DEFAULT_TARGETS, switch_layer=0, progress=None,
+          search_alignment=False):
+    """Rank every setting by its agreement with ``published``.
 
-    ``blob``: the preprocessed input (C, H, W); ``bounds``: (low, high) of it for z^B rules.
-    Returns the ranking: dicts with rule, eps, beta, target, pearson, spearman, ssim, best first."""
+    ``blob``: the preprocessed input (C, H, W); ``bounds``: (low, high) of it for z^B rules;
+    ``published``: a map on the net input's grid, or, with ``search_alignment``, any map in
+    which the net input's grid is searched (once, with the mean of every setting's normalised
+    relevance as the template: what all settings share, the image's structure, places it).
+    Returns (ranking, alignment or None); the ranking holds dicts with rule, eps, beta, target,
+    pearson, spearman, ssim, best first."""
     from .attribution import lrp
     rules = [_rule_key(r) for r in rules]
     targets = [_rule_key(t) for t in targets]
@@ -95,7 +100,7 @@ def sweep(net, blob, bounds, published_grid, rules=DEFAULT_RULES, epss=DEFAULT_E
     net.forward(xs)                                   # the one forward pass of the sweep
     classes = explained_classes(net, xs, targets)
     shared = _ForwardDone(net)
-    rows = []
+    maps = []                                         # (row without metrics, per-pixel map)
     todo = settings(rules, epss, betas, targets)
     for i, (rule, eps, beta) in enumerate(todo):
         try:
@@ -106,14 +111,25 @@ def sweep(net, blob, bounds, published_grid, rules=DEFAULT_RULES, epss=DEFAULT_E
         except (KeyError, ValueError) as e:
             raise CaffeLRPError("rule %r: %s" % (rule, e)) from None
         for t, target in enumerate(targets):
-            m = metrics(result.input[t].astype(np.float64).sum(axis=0), published_grid)
-            rows.append({"rule": rule, "eps": eps, "beta": beta, "target": target,
-                         "pearson": m["pearson"], "spearman": m["spearman"], "ssim": m["ssim"]})
+            maps.append(({"rule": rule, "eps": eps, "beta": beta, "target": target},
+                         result.input[t].astype(np.float64).sum(axis=0)))
         if progress:
             progress(i + 1, len(todo))
+    placement, grid = None, published
+    if search_alignment:
+        from .compare import align, antialiased, sample_window
+        template = np.mean([m / np.abs(m).max() for _, m in maps if np.abs(m).max() > 0], axis=0)
+        placement = align(template, published)
+        grid = sample_window(antialiased(published, placement["scale"]), template.shape,
+                             placement["scale"], placement["offset"], order=3)
+    rows = []
+    for row, values in maps:
+        m = metrics(values, grid)
+        row.update(pearson=m["pearson"], spearman=m["spearman"], ssim=m["ssim"])
+        rows.append(row)
     rows.sort(key=lambda r: (-(r["pearson"] if r["pearson"] is not None else -2.0),
                              -(r["spearman"] if r["spearman"] is not None else -2.0)))
-    return rows
+    return rows, placement
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -152,7 +168,7 @@ def add_parser(subparsers):
     p.add_argument("--cmap", default="auto", help="colour map of PUBLISHED (default auto)")
     p.add_argument("--align", action="store_true",
                    help="search scale and offset of the net input inside PUBLISHED (once, "
-                        "with the first setting's relevance)")
+                        "with the mean of all settings' normalised relevance as the template)")
     p.add_argument("--crop", metavar="x0,y0,x1,y1", help="cut PUBLISHED to this box first")
     p.add_argument("--json", metavar="FILE", help="write {ranking, best} as JSON")
     p.add_argument("--top", type=int, default=10, help="ranking lines printed (default 10)")
@@ -161,9 +177,9 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from .cli import (UsageError, bounds_for, check_weights, image_input, load_net,
+    from .cli import (UsageError, bounds_for, check_weights, class_count, image_input, load_net,
                       resolve_mean, resolve_model)
-    from .compare import ColourMapError, _check_cmap, antialiased, align, sample_window
+    from .compare import ColourMapError, _check_cmap
     from .io.caffemodel import write_atomically
     from .methods import check_lrp_rule
     from .preprocess import MeanError, default_base_size, read_image, toolbox_preprocess
@@ -193,26 +209,26 @@ def run(args):
     pub = crop(published.values, box, args.published) if box else published.values
     net = load_net(prototxt, weights)
     in_h, in_w = image_input(net)
+    k = class_count(net)
+    for t in targets:
+        if not isinstance(t, str) and not 0 <= t < k:
+            raise UsageError("--targets: class %d out of range, the network has %d classes "
+                             "(0..%d)" % (t, k, k - 1))
     prep = toolbox_preprocess(read_image(args.image), in_h, in_w,
                               args.base_size or default_base_size(in_h, in_w), mean)
     low, high = bounds_for([prep])
     if args.align:
-        first = net.relevance(prep.blob[None], rule=rules[0], eps=epss[0], beta=betas[0],
-                              target=targets[0] if isinstance(targets[0], str) else [[targets[0]]],
-                              bounds=(low, high))[0].astype(np.float64).sum(axis=0)
-        placement = align(first, pub)
-        grid = sample_window(antialiased(pub, placement["scale"]), (in_h, in_w),
-                             placement["scale"], placement["offset"])
+        grid = pub
     else:
-        _, grid, placement = common_grid(np.zeros((in_h, in_w)), pub, False,
-                                         ("the network input", args.published))
+        _, grid, _ = common_grid(np.zeros((in_h, in_w)), pub, False,
+                                 ("the network input", args.published))
 
     def progress(done, total):
         if not args.quiet and sys.stderr.isatty():
             sys.stderr.write("\r%d/%d relevance passes" % (done, total))
             sys.stderr.flush()
-    ranking = sweep(net, prep.blob, (low, high), grid, rules, epss, betas, targets,
-                    args.switch_layer, progress)
+    ranking, placement = sweep(net, prep.blob, (low, high), grid, rules, epss, betas, targets,
+                               args.switch_layer, progress, search_alignment=args.align)
     if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     if published.decoded is not None:

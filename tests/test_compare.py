@@ -405,3 +405,21 @@ def test_cli_align_finds_a_figure_inside_a_border(tmp_path, shared_reference, ca
     # the same by hand: --crop the enlargement out, resampled onto OURS's grid
     assert main(args + ["--crop", "25,9,108,92", "--json", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["pearson"] > 0.95   # measured 0.989
+
+
+def test_reproduce_align_places_a_bordered_figure(tmp_path, shared_reference):
+    _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
+    v = relevance["f2_eps0.01_beta1_aux0"].sum(axis=0)
+    rgb = render.to_8bit(render.colorize(v, render.heatmap_scale(v, "original")[0], "original"))
+    figure = Image.new("RGB", (130, 110))
+    figure.paste(Image.fromarray(rgb).resize((90, 90), Image.BICUBIC), (20, 12))
+    figure.save(tmp_path / "figure.png")
+    out = tmp_path / "r.json"
+    assert main(["reproduce", str(tmp_path / "figure.png"),
+                 str(shared_reference / "images" / "scooter10.jpg"), "--model", "smallnet",
+                 "--mean", str(shared_reference / "data" / "mean256.binaryproto"),
+                 "--base-size", "72", "--rules", "0,2,100", "--align", "--json", str(out),
+                 "--quiet"]) == 0
+    best = json.loads(out.read_text())["best"]
+    # measured: placed at scale 1.403 (true 90/64 = 1.406), offset (20.2, 11.9); best 2 / beta 1
+    assert best["rule"] == 2 and best["beta"] == 1.0 and best["pearson"] > 0.85
