@@ -423,9 +423,9 @@ def write_outputs(out_dir, proto, records, specs, skipped, step, announce):
 
 
 # -------------------------------------------------------------------------------- run
-def _positive(name, value, allow_zero=False):
-    if value < (0 if allow_zero else 1):
-        raise UsageError("%s must be %s, got %r" % (name, ">= 0" if allow_zero else ">= 1", value))
+def _positive(name, value):
+    if value < 1:
+        raise UsageError("%s must be >= 1, got %r" % (name, value))
 
 
 def run(args):
@@ -502,7 +502,7 @@ def run(args):
         try:
             batch_records = evaluate_batch(chunk, net, specs, args, in_hw, base, mean, boxes,
                                            step, progress, report)
-        except (BoxError, ValueError) as e:
+        except (CaffeLRPError, ValueError) as e:    # a method or box file failing this batch
             for _, image, _ in chunk:
                 report.fail("%s: %s" % (image, e))
             progress.advance(len(chunk))

@@ -310,3 +310,23 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert run_cli(tmp_path, "--class", "top5") == 2
     assert run_cli(tmp_path, "--memory-budget", "lots") == 2
     assert "--memory-budget" in capsys.readouterr().err
+
+
+def test_progress_line_only_on_a_terminal():
+    import io
+    from caffelrp.evaluate_cli import EvalProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    tty = Terminal()
+    progress = EvalProgress(2, stream=tty)
+    progress.show("aopc", 64, 400)
+    progress.advance(1)
+    progress.close()
+    assert "0/2 images" in tty.getvalue() and "aopc 64/400" in tty.getvalue()
+    assert "1/2 images" in tty.getvalue()
+    piped = io.StringIO()
+    quiet = EvalProgress(2, stream=piped)
+    quiet.show("aopc", 1, 2)
+    assert piped.getvalue() == ""
