@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import compat
+from . import compat, zoo
 from .errors import CaffeLRPError
-from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
+from .bundled import (BUNDLED, bundled_prototxt, bundled_weights, class_names,
+                      where_to_get_weights)
 from .io.caffemodel import write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
@@ -34,12 +35,15 @@ class UsageError(Exception):
     pass
 
 
-def resolve_model(model, weights):
-    """(prototxt, caffemodel) from a bundled model name or a prototxt path."""
+def resolve_model(model, weights, verify=True):
+    """(prototxt, caffemodel) from a bundled model name or a prototxt path; weights given for a
+    named model must be its published file (with ``verify``), fetched ones come from the cache."""
     if model in BUNDLED:
         prototxt = bundled_prototxt(model)
+        if weights is not None and verify and Path(weights).is_file():
+            zoo.check_named_weights(model, weights)
         if weights is None:
-            weights = bundled_weights(model)
+            weights = bundled_weights(model) or zoo.cached_weights(model)
             if weights is None:
                 raise UsageError("--weights is required for %s: %s"
                                  % (model, where_to_get_weights(model)))
@@ -84,10 +88,11 @@ def cmd_info(args):
 
 
 def cmd_classify(args):
-    prototxt, weights = resolve_model(args.model, args.weights)
+    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
     check_weights(weights)
     mean = parse_mean(args.mean) if args.mean else BVLC_MEAN_BGR
-    labels = Path(args.labels).read_text().splitlines() if args.labels else None
+    labels = Path(args.labels).read_text().splitlines() if args.labels else class_names(
+        args.model)
     net = Net(prototxt, weights)
     _, c, h, w = net.blob_shapes[net.inputs[0]]
     failures = 0
@@ -284,7 +289,7 @@ def is_complete(out_dir, stem):
 
 def cmd_explain(args):
     method = METHODS[args.method]
-    prototxt, weights = resolve_model(args.model, args.weights)
+    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
     check_weights(weights)
     target = parse_target(args.target)
     if args.cmap not in COLORMAPS:
@@ -329,7 +334,7 @@ def cmd_explain(args):
              "weights": str(weights) if weights else None,
              "weights_sha256": file_sha256(weights) if weights else None}
     run = {"method": args.method, "parameters": method.parameters(args),
-           "target": target, "model": model}
+           "target": target, "model": model, "class_names": class_names(args.model)}
     progress = Progress(len(pending), args.quiet)
     deferred = []        # with --shared-scale: rendered once every image is known
     for start in range(0, len(pending), args.batch_size):
@@ -400,6 +405,8 @@ def write_explanation(out_dir, image, stem, prep, values, classes, scores, outpu
         "caffelrp": __version__, "image": {"path": str(image), "sha256": file_sha256(image)},
         "model": run["model"], "method": run["method"], "parameters": run["parameters"],
         "target": run["target"], "classes": [int(c) for c in classes],
+        "class_names": {str(int(c)): run["class_names"][c] for c in classes}
+        if run.get("class_names") and max(classes) < len(run["class_names"]) else None,
         "scores": {"output": output_name,
                    "explained": {str(int(c)): float(scores[c]) for c in classes},
                    "top5": [[int(c), float(scores[c])] for c in order]},
@@ -581,6 +588,7 @@ def add_explain_parser(sub):
                          help="no progress bar and no summary (errors are still printed)")
     for method in METHODS.values():
         method.add_options(explain.add_argument_group("options of --method %s" % method.name))
+    zoo.add_weights_check_option(explain)
     explain.set_defaults(run=cmd_explain)
 
 
@@ -623,10 +631,13 @@ def build_parser():
                           help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
     classify.add_argument("--weights", help=".caffemodel (bundled for smallnet)")
     classify.add_argument("--mean", help="mean pixel B,G,R (default: the BVLC ImageNet mean)")
-    classify.add_argument("--labels", help="text file with one class name per line")
+    classify.add_argument("--labels", help="text file with one class name per line (default: "
+                                           "the bundled names of a named model)")
     classify.add_argument("--top", type=int, default=5, help="number of classes shown")
     classify.add_argument("--output", help="output blob to rank (default: the first output)")
+    zoo.add_weights_check_option(classify)
     classify.set_defaults(run=cmd_classify)
+    zoo.add_parser(sub)
     return parser
 
 
