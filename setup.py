@@ -83,7 +83,9 @@ setup(
             "pytest>=7",
             "opencv-python-headless<5",
             "grpcio-tools",
+            "dask[distributed]",
         ],
+        "dask": ["dask[distributed]"],
     },
     zip_safe=False,
 )

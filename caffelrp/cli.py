@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import compat, zoo
+from . import compat, distributed, zoo
 from .errors import CaffeLRPError
 from .bundled import (BUNDLED, bundled_prototxt, bundled_weights, class_names,
                       where_to_get_weights)
 from .io.caffemodel import write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
+from .threads import set_num_threads
 from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
                          read_image, read_mean_file, toolbox_preprocess)
 from .render import COLORMAPS, colorize, heatmap_scale, overlay, pixel_relevance, write_png
@@ -335,46 +336,16 @@ def cmd_explain(args):
              "weights_sha256": file_sha256(weights) if weights else None}
     run = {"method": args.method, "parameters": method.parameters(args),
            "target": target, "model": model, "class_names": class_names(args.model)}
+    if args.threads:
+        set_num_threads(args.threads)
+    if args.dask or args.dask_scheduler_file:
+        return distributed.explain_on_cluster(args, pending, target, run, out_dir,
+                                              (in_h, in_w, base, mean), report)
     progress = Progress(len(pending), args.quiet)
     deferred = []        # with --shared-scale: rendered once every image is known
     for start in range(0, len(pending), args.batch_size):
-        chunk = pending[start:start + args.batch_size]
-        prepared = []
-        for image, stem in chunk:
-            try:
-                prepared.append((image, stem, toolbox_preprocess(
-                    read_image(image), in_h, in_w, base, mean)))
-            except CaffeLRPError as e:
-                report.fail(e)
-                progress.advance()
-        if not prepared:
-            continue
-        x = np.stack([p.blob for _, _, p in prepared])
-        low, high = bounds_for([p for _, _, p in prepared])
-        try:
-            result = method.run(net, x, target, args, Context(low, high))
-            scores = result.scores
-            if scores is None:
-                scores = net.forward(x)[net.outputs[0]]
-            scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
-        except (CaffeLRPError, ValueError) as e:
-            for image, _, _ in prepared:
-                report.fail("%s: %s" % (image, e))
-            progress.advance(len(prepared))
-            continue
-        for n, (image, stem, prep) in enumerate(prepared):
-            try:
-                record = write_explanation(out_dir, image, stem, prep, result.values[n],
-                                           result.classes[n], scores[n], net.outputs[0],
-                                           run, args, defer=args.shared_scale,
-                                           info=result.info[n] if result.info else None)
-                if args.shared_scale:
-                    deferred.append(record)
-                else:
-                    report.done += 1
-            except (OSError, CaffeLRPError) as e:
-                report.fail("%s: cannot write the outputs: %s" % (image, e))
-            progress.advance()
+        explain_batch(net, method, pending[start:start + args.batch_size], target, args,
+                      run, out_dir, (in_h, in_w, base, mean), report, progress, deferred)
     if deferred:
         scale = float(max(heatmap_scale(r["values"], args.cmap).max() for r in deferred)) \
             if args.scale is None else args.scale
@@ -386,6 +357,49 @@ def cmd_explain(args):
                 report.fail("%s: cannot write the outputs: %s" % (record["image"], e))
     progress.close()
     return report.finish("explained", out_dir)
+
+
+def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report, progress,
+                  deferred):
+    """Preprocess, explain and write one batch of (image, stem): the unit of work of a local run
+    and of a Dask task alike, so both write the same files."""
+    in_h, in_w, base, mean = geometry
+    prepared = []
+    for image, stem in chunk:
+        try:
+            prepared.append((image, stem, toolbox_preprocess(
+                read_image(image), in_h, in_w, base, mean)))
+        except CaffeLRPError as e:
+            report.fail(e)
+            progress.advance()
+    if not prepared:
+        return
+    x = np.stack([p.blob for _, _, p in prepared])
+    low, high = bounds_for([p for _, _, p in prepared])
+    try:
+        result = method.run(net, x, target, args, Context(low, high))
+        scores = result.scores
+        if scores is None:
+            scores = net.forward(x)[net.outputs[0]]
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
+    except (CaffeLRPError, ValueError) as e:
+        for image, _, _ in prepared:
+            report.fail("%s: %s" % (image, e))
+        progress.advance(len(prepared))
+        return
+    for n, (image, stem, prep) in enumerate(prepared):
+        try:
+            record = write_explanation(out_dir, image, stem, prep, result.values[n],
+                                       result.classes[n], scores[n], net.outputs[0],
+                                       run, args, defer=args.shared_scale,
+                                       info=result.info[n] if result.info else None)
+            if args.shared_scale:
+                deferred.append(record)
+            else:
+                report.done += 1
+        except (OSError, CaffeLRPError) as e:
+            report.fail("%s: cannot write the outputs: %s" % (image, e))
+        progress.advance()
 
 
 def write_explanation(out_dir, image, stem, prep, values, classes, scores, output_name, run,
@@ -589,6 +603,7 @@ def add_explain_parser(sub):
     for method in METHODS.values():
         method.add_options(explain.add_argument_group("options of --method %s" % method.name))
     zoo.add_weights_check_option(explain)
+    distributed.add_options(explain)
     explain.set_defaults(run=cmd_explain)
 
 
