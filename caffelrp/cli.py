@@ -493,57 +493,68 @@ def cmd_compat(args):
     report = Report(args.quiet)
     progress = Progress(len(entries), args.quiet)
 
-    def run_batch(batch):
-        prepared = []
-        for entry in batch:
-            try:
-                if entry.class_field >= config.numclasses:
-                    raise CaffeLRPError("%s (%s line %d): class %d out of range, numclasses is %d"
-                                        % (entry.path, args.filelist, entry.line,
-                                           entry.class_field, config.numclasses))
-                out_base = compat.output_base(entry.path, config.standalone_rootpath,
-                                              config.standalone_outpath)
-                prepared.append((entry, out_base, toolbox_preprocess(
-                    read_image(entry.path), in_h, in_w, config.baseimgsize, mean)))
-            except CaffeLRPError as e:
-                report.fail(e)
-                progress.advance()
-        if not prepared:
-            return
-        x = np.stack([p.blob for _, _, p in prepared])
-        low, high = bounds_for([p for _, _, p in prepared])
-        try:
-            from .attribution import relevance
-            values = relevance(net, x, rule=config.relpropformulatype, eps=config.epsstab,
-                               beta=config.alphabeta_beta,
-                               switch_layer=config.auxiliaryvariable_maxlayerindexforflatdistinconv,
-                               target=batch[0].target, start=start, bounds=(low, high))
-            scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
-        except (CaffeLRPError, ValueError) as e:
-            for entry, _, _ in prepared:
-                report.fail("%s: %s" % (entry.path, e))
-            progress.advance(len(prepared))
-            return
-        for n, (entry, out_base, prep) in enumerate(prepared):
-            try:
-                compat.write_outputs(out_base, values[n], scores[n], config.numclasses,
-                                     prep.as_inputted)
-                report.done += 1
-            except OSError as e:
-                report.fail("%s: cannot write %s: %s" % (entry.path, out_base, e))
-            progress.advance()
-
     # one target per batch: consecutive entries with the same class field go together
-    batch = []
+    batches, batch = [], []
     for entry in entries:
         if batch and (len(batch) == args.batch_size or entry.class_field != batch[0].class_field):
-            run_batch(batch)
+            batches.append(batch)
             batch = []
         batch.append(entry)
     if batch:
-        run_batch(batch)
+        batches.append(batch)
+    if args.threads:
+        set_num_threads(args.threads)
+    if args.dask or args.dask_scheduler_file:
+        return distributed.compat_on_cluster(args, batches, config, start, report)
+    for batch in batches:
+        compat_batch(net, batch, config, args.filelist, (in_h, in_w, mean), start, report,
+                     progress)
     progress.close()
     return report.finish("explained", config.standalone_outpath)
+
+
+def compat_batch(net, batch, config, filelist, geometry, start, report, progress):
+    """Preprocess, explain and write one batch of list entries (one target): the unit of work
+    of a local run and of a Dask task alike."""
+    in_h, in_w, mean = geometry
+    prepared = []
+    for entry in batch:
+        try:
+            if entry.class_field >= config.numclasses:
+                raise CaffeLRPError("%s (%s line %d): class %d out of range, numclasses is %d"
+                                    % (entry.path, filelist, entry.line,
+                                       entry.class_field, config.numclasses))
+            out_base = compat.output_base(entry.path, config.standalone_rootpath,
+                                          config.standalone_outpath)
+            prepared.append((entry, out_base, toolbox_preprocess(
+                read_image(entry.path), in_h, in_w, config.baseimgsize, mean)))
+        except CaffeLRPError as e:
+            report.fail(e)
+            progress.advance()
+    if not prepared:
+        return
+    x = np.stack([p.blob for _, _, p in prepared])
+    low, high = bounds_for([p for _, _, p in prepared])
+    try:
+        from .attribution import relevance
+        values = relevance(net, x, rule=config.relpropformulatype, eps=config.epsstab,
+                           beta=config.alphabeta_beta,
+                           switch_layer=config.auxiliaryvariable_maxlayerindexforflatdistinconv,
+                           target=batch[0].target, start=start, bounds=(low, high))
+        scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
+    except (CaffeLRPError, ValueError) as e:
+        for entry, _, _ in prepared:
+            report.fail("%s: %s" % (entry.path, e))
+        progress.advance(len(prepared))
+        return
+    for n, (entry, out_base, prep) in enumerate(prepared):
+        try:
+            compat.write_outputs(out_base, values[n], scores[n], config.numclasses,
+                                 prep.as_inputted)
+            report.done += 1
+        except OSError as e:
+            report.fail("%s: cannot write %s: %s" % (entry.path, out_base, e))
+        progress.advance()
 
 
 # -------------------------------------------------------------------------------- parser
@@ -630,6 +641,7 @@ def build_parser():
     original.add_argument("--batch-size", type=int, default=8,
                           help="images per network pass (default 8; results do not depend on it)")
     original.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    distributed.add_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)

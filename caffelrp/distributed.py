@@ -1,4 +1,5 @@
-"""``explain --dask ADDRESS``: the batches of a run as tasks on a Dask distributed cluster.
+"""``explain --dask ADDRESS`` (and the -c/-f mode's): the batches of a run as tasks on a Dask
+distributed cluster.
 
 Dask (``pip install caffelrp[dask]``) is imported only when --dask is given. A task is one batch
 of (image, stem); it runs ``cli.explain_batch``, the same function a local run calls, so the files
@@ -17,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import cli
+from . import cli  # noqa: F401  (cli imports this module; only its functions are used here)
 from .errors import CaffeLRPError
 
 RETRIES = 2
@@ -117,48 +118,79 @@ class ClusterProgress:
 
 
 def explain_on_cluster(args, pending, target, run, out_dir, geometry, report):
-    """Run ``pending`` [(image, stem)] in batches on the cluster; fill ``report``; exit code."""
+    """``explain``: run ``pending`` [(image, stem)] in batches on the cluster; the exit code."""
     if args.shared_scale and args.scale is None:
         raise cli.UsageError("--shared-scale needs every image's relevance in one process; with "
                              "--dask give a fixed --scale instead")
+    in_h, in_w, base, _ = geometry
+    job = {"prototxt": run["model"]["prototxt"], "weights": run["model"]["weights"],
+           "mean": args.mean, "geometry": (in_h, in_w, base), "target": target, "args": args,
+           "run": run, "out_dir": str(out_dir)}
+    chunks = [pending[i:i + args.batch_size] for i in range(0, len(pending), args.batch_size)]
+    failed = [[image for image, _ in chunk] for chunk in chunks]
+    run_tasks(args, explain_task, chunks, failed, job, report, [out_dir])
+    return report.finish("explained", out_dir)
+
+
+def compat_on_cluster(args, batches, config, start, report):
+    """The -c/-f mode: the batches of list entries on the cluster. Paths in the config and the
+    list are relative to the working directory, which each worker takes from this process."""
+    job = {"config": config, "filelist": args.filelist, "start": start, "cwd": os.getcwd(),
+           "args": args}
+    failed = [[entry.path for entry in batch] for batch in batches]
+    folders = {os.path.dirname(compat_output_base(config, entry)) for batch in batches
+               for entry in batch}
+    run_tasks(args, compat_task, batches, failed, job, report, sorted(folders))
+    return report.finish("explained", config.standalone_outpath)
+
+
+def compat_output_base(config, entry):
+    from . import compat
+    try:
+        return compat.output_base(entry.path, config.standalone_rootpath,
+                                  config.standalone_outpath)
+    except CaffeLRPError:
+        return config.standalone_outpath
+
+
+def run_tasks(args, task, chunks, failed, job, report, out_dirs):
+    """Submit ``task(chunk, job)`` per chunk, collect (done, failures) as they finish, with one
+    progress bar for the cluster; ``failed[i]`` names the images of chunk i should it fail."""
     client, cluster = connect(args)
     started = time.time()
     try:
-        in_h, in_w, base, _ = geometry
-        job = {"prototxt": run["model"]["prototxt"], "weights": run["model"]["weights"],
-               "mean": args.mean, "geometry": (in_h, in_w, base), "target": target,
-               "args": args, "run": run, "out_dir": str(out_dir),
-               "per_host": _workers_per_host(client)}
-        chunks = [pending[i:i + args.batch_size] for i in range(0, len(pending),
-                                                                args.batch_size)]
+        job = dict(job, per_host=_workers_per_host(client))
         # pure=False: a rerun with --resume must run again, not reuse a remembered result
-        futures = {client.submit(explain_task, chunk, job, retries=RETRIES, pure=False): chunk
-                   for chunk in chunks}
-        progress = ClusterProgress(len(pending), args.quiet)
+        futures = {client.submit(task, chunk, job, retries=RETRIES, pure=False): i
+                   for i, chunk in enumerate(chunks)}
+        progress = ClusterProgress(sum(len(c) for c in chunks), args.quiet)
         distributed = _import_distributed()
         for future in distributed.as_completed(futures):
-            chunk = futures[future]
+            i = futures[future]
             try:
                 done, failures = future.result()
             except Exception as e:   # a task that failed on every try, or a KilledWorker
                 done = 0
-                failures = ["%s: %s: %s" % (image, type(e).__name__, e) for image, _ in chunk]
+                failures = ["%s: %s: %s" % (name, type(e).__name__, e) for name in failed[i]]
             report.done += done
             report.failures.extend(failures)
-            progress.advance(len(chunk), len(client.scheduler_info()["workers"]))
+            progress.advance(len(chunks[i]), len(client.scheduler_info()["workers"]))
         progress.close()
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    remove_orphaned_temporaries(out_dir, started)
-    return report.finish("explained", out_dir)
+    for folder in out_dirs:
+        remove_orphaned_temporaries(folder, started)
 
 
-def remove_orphaned_temporaries(out_dir, since):
-    """Temporary files of the atomic writer that a killed worker left in ``out_dir`` during this
+def remove_orphaned_temporaries(folder, since):
+    """Temporary files of the atomic writer that a killed worker left in ``folder`` during this
     run (every task has finished, so none is still being written by this run)."""
-    for path in list(Path(out_dir).glob(".tmp-*")) + list(Path(out_dir).glob(".caffelrp-*.tmp")):
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in list(folder.glob(".tmp-*")) + list(folder.glob(".caffelrp-*.tmp")):
         try:
             if path.stat().st_mtime >= since - 1:
                 path.unlink()
@@ -189,6 +221,13 @@ def _worker_threads(job):
     return max(1, (cores or 1) // job["per_host"].get(host, 1))
 
 
+def _use_threads(job):
+    from .threads import get_num_threads, set_num_threads
+    threads = _worker_threads(job)
+    if get_num_threads() != threads:
+        set_num_threads(threads)
+
+
 def _cached(key, make):
     if key not in _CACHE:
         _CACHE[key] = make()
@@ -205,12 +244,9 @@ def _file_key(path):
 def explain_task(chunk, job):
     """One batch on a worker: (images done, failure messages)."""
     from .methods import METHODS
-    from .threads import get_num_threads, set_num_threads
     args = job["args"]
     with _LOCK:
-        threads = _worker_threads(job)
-        if get_num_threads() != threads:
-            set_num_threads(threads)
+        _use_threads(job)
         net = _cached(("net", _file_key(job["prototxt"]), _file_key(job["weights"])),
                       lambda: cli.load_net(job["prototxt"], job["weights"]))
         mean = _cached(("mean", job["mean"]), lambda: cli.resolve_mean(job["mean"]))
@@ -221,4 +257,30 @@ def explain_task(chunk, job):
                               _Silent(), [])
         except CaffeLRPError as e:
             report.failures.extend("%s: %s" % (image, e) for image, _ in chunk)
+        return report.done, report.failures
+
+
+def compat_task(batch, job):
+    """One batch of list entries on a worker: (images done, failure messages)."""
+    from . import compat
+    from .preprocess import read_mean_file
+    config = job["config"]
+    with _LOCK:
+        _use_threads(job)
+        here = os.getcwd()
+        os.chdir(job["cwd"])     # the config's relative paths, as in the submitting process
+        try:
+            net = _cached(("net", _file_key(config.param_file), _file_key(config.model_file)),
+                          lambda: cli.load_net(config.param_file, config.model_file))
+            mean = _cached(("mean", _file_key(config.mean_file)), lambda: read_mean_file(
+                config.mean_file, config.use_mean_file_asbinaryprotoblob))
+            in_h, in_w = cli.image_input(net)
+            report = cli.Report(quiet=True)
+            try:
+                cli.compat_batch(net, batch, config, job["filelist"], (in_h, in_w, mean),
+                                 job["start"], report, _Silent())
+            except CaffeLRPError as e:
+                report.failures.extend("%s: %s" % (entry.path, e) for entry in batch)
+        finally:
+            os.chdir(here)
         return report.done, report.failures

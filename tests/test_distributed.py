@@ -142,3 +142,24 @@ def test_a_failing_image_is_listed_and_the_others_go_on(images, tmp_path, cluste
     assert result.returncode == 1
     assert "bad.png" in result.stderr and "explained 2 images" in result.stdout
     assert len(list((tmp_path / "o").glob("*.json"))) == 2
+
+
+def test_compat_mode_on_the_cluster_writes_the_files_of_a_local_run(cluster, tmp_path,
+                                                                    monkeypatch, capsys):
+    from test_compat import tiny_setup as make_setup  # noqa: F401  (the -c/-f model and images)
+    setup = make_setup.__wrapped__(tmp_path, monkeypatch)
+    import shutil
+    from caffelrp import cli
+    for k in range(3):
+        shutil.copy(setup / "someimages" / "good.png", setup / "someimages" / ("g%d.png" % k))
+    (setup / "list.txt").write_text("someimages/g0.png -2\nsomeimages/grey.png -2\n"
+                                    "someimages/g1.png 3\nsomeimages/g2.png 3\n")
+    argv = ["-c", "cfg.txt", "-f", "list.txt", "--batch-size", "1", "--threads", "1"]
+    assert cli.main(argv) == 1
+    local = files_of(setup / "lrp_output" / "someimages")
+    shutil.rmtree(setup / "lrp_output")
+    capsys.readouterr()
+    assert cli.main(argv + ["--dask", cluster.scheduler_address]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "grey.png: grayscale image" in err
+    assert len(local) == 12 and files_of(setup / "lrp_output" / "someimages") == local
