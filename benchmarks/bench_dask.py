@@ -67,7 +67,7 @@ def main():
                         times[name].append(time.perf_counter() - start)
     lines = ["## explain on Dask (issue 14)", "",
              "Command: `python benchmarks/bench_dask.py %s` (CaffeNet, seeded random weights, "
-             "%d images of 320x256, batch %d, LRP epsilon; medians of %d runs in turns)."
+             "%d images of 320x256, batch %d, LRP with the default rule 100; medians of %d runs in turns)."
              % (" ".join(sys.argv[1:]), args.images, args.batch_size, args.repeats), "",
              "| set-up | whole command s | images/s |", "|---|---|---|"]
     for name, ts in times.items():

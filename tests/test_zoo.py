@@ -236,3 +236,14 @@ def test_classify_says_the_class_name():
     line = result.stdout.splitlines()[1].split()
     names = (repo / "models/smallnet/synset10.txt").read_text().splitlines()
     assert " ".join(line[2:]) == names[int(line[0])].split(" ", 1)[1]
+
+
+def test_sidecar_names_the_explained_classes(tmp_path):
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    assert cli.main(["explain", str(repo / "models/smallnet/example.png"), "--model", "smallnet",
+                     "--class", "2,8", "--out", str(tmp_path), "--quiet"]) == 0
+    sidecar = json.loads((tmp_path / "example.json").read_text())
+    names = bundled.class_names("smallnet")
+    assert sidecar["class_names"] == {"2": names[2], "8": names[8]}
+    assert names[2] == "blue triangle"
