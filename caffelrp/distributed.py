@@ -159,6 +159,9 @@ def run_tasks(args, task, chunks, failed, job, report, out_dirs):
     client, cluster = connect(args)
     started = time.time()
     try:
+        if not client.scheduler_info()["workers"] and not args.quiet:
+            print("the Dask scheduler has no workers yet: the tasks wait until one joins",
+                  file=sys.stderr)
         job = dict(job, per_host=_workers_per_host(client))
         # pure=False: a rerun with --resume must run again, not reuse a remembered result
         futures = {client.submit(task, chunk, job, retries=RETRIES, pure=False): i
