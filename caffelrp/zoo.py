@@ -19,10 +19,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .bundled import BUNDLED
+from .bundled import BUNDLED, IMAGENET_MODELS
 from .errors import CaffeLRPError, WeightsError
 
-NAMES = ("caffenet", "alexnet", "googlenet", "vgg16")
+NAMES = IMAGENET_MODELS          # the models whose published weights can be fetched
 AUX_ARCHIVE = "http://dl.caffe.berkeleyvision.org/caffe_ilsvrc12.tar.gz"
 AUX_FILES = ("imagenet_mean.binaryproto", "synset_words.txt")
 MIRROR_ENV = "CAFFELRP_ZOO_MIRROR"
