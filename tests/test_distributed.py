@@ -163,3 +163,21 @@ def test_compat_mode_on_the_cluster_writes_the_files_of_a_local_run(cluster, tmp
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "grey.png: grayscale image" in err
     assert len(local) == 12 and files_of(setup / "lrp_output" / "someimages") == local
+
+
+def test_cluster_progress_shows_rate_and_eta(monkeypatch):
+    import io
+    from caffelrp import distributed as dist
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    clock = iter([100.0, 110.0])              # start, then 10 s later
+    monkeypatch.setattr(dist.time, "monotonic", lambda: next(clock))
+    progress = dist.ClusterProgress(40, stream=stream)
+    progress.advance(10, workers=2)
+    line = stream.getvalue()
+    # 10 images in 10 s: 1 image/s, 30 left: 30 s
+    assert "10/40 images, 1.00 images/s, ETA 0:30, 2 workers" in line
