@@ -86,9 +86,12 @@ setup(
             "grpcio-tools",
             "matplotlib>=3.6",
             "scikit-image>=0.19",
+            "dask[distributed]",
         ],
-        "plot": ["matplotlib>=3.6"],          # compare --figure, evaluate curves.png, matplotlib colour maps
+        # compare --figure, evaluate's curves.png, any matplotlib colour map by name
+        "plot": ["matplotlib>=3.6"],
         "ssim": ["scikit-image>=0.19"],       # compare's SSIM from scikit-image (else our own)
+        "dask": ["dask[distributed]"],        # explain / -c -f --dask
     },
     zip_safe=False,
 )

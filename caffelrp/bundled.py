@@ -41,4 +41,21 @@ def bundled_weights(name):
 
 def where_to_get_weights(name):
     folder, filename, url, checksum = BUNDLED[name]
-    return "%s is published at %s (%s)" % (filename, url, checksum)
+    return ("%s is published at %s (%s); `python -m caffelrp fetch %s` downloads and verifies "
+            "it" % (filename, url, checksum, name))
+
+
+# The 1000 ILSVRC-2012 classes in Caffe's order (synset_words.txt: "wnid name, synonyms").
+IMAGENET_MODELS = ("caffenet", "alexnet", "googlenet", "vgg16")
+_CLASS_FILES = {"smallnet": ("smallnet", "synset10.txt")}
+_CLASS_FILES.update({name: ("imagenet", "synset_words.txt") for name in IMAGENET_MODELS})
+
+
+def class_names(model):
+    """The class names of a bundled model (index -> "tabby, tabby cat"), or None for a model
+    given as a prototxt path."""
+    if model not in _CLASS_FILES:
+        return None
+    folder, filename = _CLASS_FILES[model]
+    lines = (models_dir() / folder / filename).read_text(encoding="utf-8").splitlines()
+    return [line.split(" ", 1)[1] if " " in line else line for line in lines]

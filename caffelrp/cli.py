@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import caffe_blas, compat
+from . import caffe_blas, compat, distributed, zoo
 from .errors import CaffeLRPError
 from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
+from .bundled import class_names as bundled_class_names
 from .files import file_sha256, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
+from .threads import set_num_threads
 from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
                          read_image, read_mean_file, toolbox_preprocess)
 from .render import (COLORMAPS, OVERLAY_CLIP, colorize, heatmap_scale, overlay, overlay_scale,
@@ -36,12 +38,15 @@ class UsageError(Exception):
     pass
 
 
-def resolve_model(model, weights):
-    """(prototxt, caffemodel) from a bundled model name or a prototxt path."""
+def resolve_model(model, weights, verify=True):
+    """(prototxt, caffemodel) from a bundled model name or a prototxt path; weights given for a
+    named model must be its published file (with ``verify``), fetched ones come from the cache."""
     if model in BUNDLED:
         prototxt = bundled_prototxt(model)
+        if weights is not None and verify and Path(weights).is_file():
+            zoo.check_named_weights(model, weights)
         if weights is None:
-            weights = bundled_weights(model)
+            weights = bundled_weights(model) or zoo.cached_weights(model)
             if weights is None:
                 raise UsageError("--weights is required for %s: %s"
                                  % (model, where_to_get_weights(model)))
@@ -116,15 +121,16 @@ def weights_summary(net, weights):
     return line + ("; " + note if note else "")
 
 
-def class_names(prototxt, labels):
+def class_names(prototxt, labels, model=None):
     """Class names: --labels FILE, else a synset/labels file next to the prototxt (one name per
-    line; a leading WordNet id such as n01440764 is dropped); None if there is none."""
+    line; a leading WordNet id such as n01440764 is dropped), else the bundled ImageNet names of
+    a bundled ImageNet model; None if there is none."""
     path = Path(labels) if labels else None
     if path is None:
         folder = Path(prototxt).parent
         candidates = sorted(folder.glob("synset*.txt")) + sorted(folder.glob("labels*.txt"))
         if not candidates:
-            return None
+            return bundled_class_names(model) if model else None
         path = candidates[0]
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -157,7 +163,7 @@ def ranked_classes(net, output, scores):
 
 
 def cmd_classify(args):
-    prototxt, weights = resolve_model(args.model, args.weights)
+    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
     check_weights(weights)
     if args.top < 1:
         raise UsageError("--top must be >= 1")
@@ -165,7 +171,7 @@ def cmd_classify(args):
         mean = resolve_mean(args.mean)
     except MeanError as e:
         raise UsageError("--mean: %s" % e) from None
-    names = class_names(prototxt, args.labels)
+    names = class_names(prototxt, args.labels, args.model)
     report = Report(quiet=True)
     images = [image for image, _ in collect_images(args.images, report)]
     net = load_net(prototxt, weights)
@@ -552,7 +558,7 @@ def check_method_options(args):
 def cmd_explain(args):
     method = METHODS[args.method]
     check_method_options(args)
-    prototxt, weights = resolve_model(args.model, args.weights)
+    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
     check_weights(weights)
     target = parse_target(args.target)
     if args.cmap not in COLORMAPS:
@@ -614,7 +620,13 @@ def cmd_explain(args):
         else:
             pending.append((image, stem))
     run = {"method": args.method, "parameters": method.parameters(args),
-           "target": target, "model": model, "identity": identity}
+           "target": target, "model": model, "identity": identity,
+           "class_names": class_names(prototxt, None, args.model)}
+    if args.threads:
+        set_num_threads(args.threads)
+    if args.dask or args.dask_scheduler_file:
+        return distributed.explain_on_cluster(args, pending, target, run, out_dir,
+                                              (in_h, in_w, base, mean), report)
     progress = Progress(len(pending), args.quiet)
     deferred = []        # with --shared-scale: rendered once every image is known
     try:
@@ -645,7 +657,8 @@ def cmd_explain(args):
 
 def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report, progress,
                   deferred):
-    """Preprocess, explain and write one batch of (image, stem)."""
+    """Preprocess, explain and write one batch of (image, stem): the unit of work of a local run
+    and of a Dask task alike, so both write the same files."""
     in_h, in_w, base, mean = geometry
     prepared = []
     for image, stem in chunk:
@@ -760,6 +773,8 @@ def write_explanation(out_dir, image, stem, prep, values, classes, scores, outpu
         "caffelrp": __version__, "image": {"path": str(image), "sha256": file_sha256(image)},
         "model": run["model"], "method": run["method"], "parameters": run["parameters"],
         "target": run["target"], "classes": [int(c) for c in classes],
+        "class_names": {str(int(c)): run["class_names"][c] for c in classes}
+        if run.get("class_names") and max(classes) < len(run["class_names"]) else None,
         "scores": {"output": output_name,
                    "explained": {str(int(c)): float(scores[c]) for c in classes},
                    "top5": [[int(c), float(scores[c])] for c in order]},
@@ -839,57 +854,68 @@ def cmd_compat(args):
     report = Report(args.quiet)
     progress = Progress(len(entries), args.quiet)
 
-    def run_batch(batch):
-        prepared = []
-        for entry in batch:
-            try:
-                if entry.class_field >= config.numclasses:
-                    raise CaffeLRPError("%s (%s line %d): class %d out of range, numclasses is %d"
-                                        % (entry.path, args.filelist, entry.line,
-                                           entry.class_field, config.numclasses))
-                out_base = compat.output_base(entry.path, config.standalone_rootpath,
-                                              config.standalone_outpath)
-                prepared.append((entry, out_base, toolbox_preprocess(
-                    read_image(entry.path), in_h, in_w, config.baseimgsize, mean)))
-            except CaffeLRPError as e:
-                report.fail(e)
-                progress.advance()
-        if not prepared:
-            return
-        x = np.stack([p.blob for _, _, p in prepared])
-        low, high = bounds_for([p for _, _, p in prepared])
-        try:
-            from .attribution import relevance
-            values = relevance(net, x, rule=config.relpropformulatype, eps=config.epsstab,
-                               beta=config.alphabeta_beta,
-                               switch_layer=config.auxiliaryvariable_maxlayerindexforflatdistinconv,
-                               target=batch[0].target, start=start, bounds=(low, high))
-            scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
-        except (CaffeLRPError, ValueError) as e:
-            for entry, _, _ in prepared:
-                report.fail("%s: %s" % (entry.path, e))
-            progress.advance(len(prepared))
-            return
-        for n, (entry, out_base, prep) in enumerate(prepared):
-            try:
-                compat.write_outputs(out_base, values[n], scores[n], config.numclasses,
-                                     prep.as_inputted)
-                report.done += 1
-            except OSError as e:
-                report.fail("%s: cannot write %s: %s" % (entry.path, out_base, e))
-            progress.advance()
-
     # one target per batch: consecutive entries with the same class field go together
-    batch = []
+    batches, batch = [], []
     for entry in entries:
         if batch and (len(batch) == args.batch_size or entry.class_field != batch[0].class_field):
-            run_batch(batch)
+            batches.append(batch)
             batch = []
         batch.append(entry)
     if batch:
-        run_batch(batch)
+        batches.append(batch)
+    if args.threads:
+        set_num_threads(args.threads)
+    if args.dask or args.dask_scheduler_file:
+        return distributed.compat_on_cluster(args, batches, config, start, report)
+    for batch in batches:
+        compat_batch(net, batch, config, args.filelist, (in_h, in_w, mean), start, report,
+                     progress)
     progress.close()
     return report.finish("explained", config.standalone_outpath)
+
+
+def compat_batch(net, batch, config, filelist, geometry, start, report, progress):
+    """Preprocess, explain and write one batch of list entries (one target): the unit of work
+    of a local run and of a Dask task alike."""
+    in_h, in_w, mean = geometry
+    prepared = []
+    for entry in batch:
+        try:
+            if entry.class_field >= config.numclasses:
+                raise CaffeLRPError("%s (%s line %d): class %d out of range, numclasses is %d"
+                                    % (entry.path, filelist, entry.line,
+                                       entry.class_field, config.numclasses))
+            out_base = compat.output_base(entry.path, config.standalone_rootpath,
+                                          config.standalone_outpath)
+            prepared.append((entry, out_base, toolbox_preprocess(
+                read_image(entry.path), in_h, in_w, config.baseimgsize, mean)))
+        except CaffeLRPError as e:
+            report.fail(e)
+            progress.advance()
+    if not prepared:
+        return
+    x = np.stack([p.blob for _, _, p in prepared])
+    low, high = bounds_for([p for _, _, p in prepared])
+    try:
+        from .attribution import relevance
+        values = relevance(net, x, rule=config.relpropformulatype, eps=config.epsstab,
+                           beta=config.alphabeta_beta,
+                           switch_layer=config.auxiliaryvariable_maxlayerindexforflatdistinconv,
+                           target=batch[0].target, start=start, bounds=(low, high))
+        scores = np.array(net.blobs[net.outputs[0]], dtype=np.float32).reshape(len(x), -1)
+    except (CaffeLRPError, ValueError) as e:
+        for entry, _, _ in prepared:
+            report.fail("%s: %s" % (entry.path, e))
+        progress.advance(len(prepared))
+        return
+    for n, (entry, out_base, prep) in enumerate(prepared):
+        try:
+            compat.write_outputs(out_base, values[n], scores[n], config.numclasses,
+                                 prep.as_inputted)
+            report.done += 1
+        except OSError as e:
+            report.fail("%s: cannot write %s: %s" % (entry.path, out_base, e))
+        progress.advance()
 
 
 # -------------------------------------------------------------------------------- parser
@@ -983,6 +1009,8 @@ def add_explain_parser(sub):
         method.add_options(_GivenOptions(explain.add_argument_group(
             "options of --method %s" % method.name), method.name, owners))
     explain.set_defaults(_method_option_owner=owners)
+    zoo.add_weights_check_option(explain)
+    distributed.add_options(explain)
     explain.set_defaults(run=cmd_explain)
 
 
@@ -1010,6 +1038,7 @@ def build_parser():
                           help="images per network pass (default 8; results do not depend on it)")
     original.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     caffe_blas.add_option(original, dest="caffe_blas_main")
+    distributed.add_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_explain_parser(sub)
@@ -1049,13 +1078,16 @@ def build_parser():
     classify.add_argument("--base-size", type=int, metavar="PIXELS",
                           help="with --preprocess toolbox: as for explain")
     classify.add_argument("--labels", help="text file with one class name per line (default: a "
-                                           "synset*.txt or labels*.txt next to the prototxt)")
+                                           "synset*.txt or labels*.txt next to the prototxt, else the bundled ImageNet names "
+                                           "of a named ImageNet model)")
     classify.add_argument("--top", type=int, default=5, help="number of classes shown")
     classify.add_argument("--output", help="output blob to rank (default: the first output)")
     classify.add_argument("--json", action="store_true",
                           help='print one JSON list, an object per image: {"image": PATH, '
                                '"top": [{"class": K, "name": NAME, "score": P}, ...]}')
+    zoo.add_weights_check_option(classify)
     classify.set_defaults(run=cmd_classify)
+    zoo.add_parser(sub)
     return parser
 
 

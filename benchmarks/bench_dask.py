@@ -1,0 +1,83 @@
+"""Images/s of ``explain`` on CaffeNet: one process with 2 kernel threads against a Dask
+LocalCluster of 2 worker processes with 1 thread each (issue 14).
+
+    python benchmarks/bench_dask.py [--images 32] [--batch-size 8] [--repeats 3] [--write FILE]
+
+Seeded random (He-scaled) weights, random images; every run is the whole command in a new
+process (``python -m caffelrp explain ... --quiet``: Python start, net load and writing every
+output included), the two set-ups measured in turns after one warm-up each; medians. The cluster
+is started once and kept, as a long-lived cluster is: its workers load the net in the warm-up and
+keep it, while the local command loads it every time (the Dask command's client process also
+loads it once, to check the options).
+"""
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import caffelrp  # noqa: E402
+from bench_forward import random_layers  # noqa: E402
+from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write")
+    args = parser.parse_args()
+    import distributed
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        prototxt = REPO / "models" / "bvlc_reference_caffenet" / "deploy.prototxt"
+        weights = folder / "caffenet.caffemodel"
+        write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt="v1")
+        images = []
+        for i in range(args.images):
+            path = folder / ("im%03d.png" % i)
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (256, 320, 3),
+                                                              dtype=np.uint8)).save(path)
+            images.append(str(path))
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster:
+            setups = {"1 process x 2 threads": ["--threads", "2"],
+                      "2 Dask workers x 1 thread": ["--threads", "1", "--dask",
+                                                    cluster.scheduler_address]}
+            times = {name: [] for name in setups}
+            for turn in range(args.repeats + 1):
+                for name, extra in setups.items():
+                    out = folder / ("out-%d-%s" % (turn, name[0]))
+                    cmd = [sys.executable, "-m", "caffelrp", "explain", *images, "--model",
+                           str(prototxt), "--weights", str(weights), "--out", str(out),
+                           "--batch-size", str(args.batch_size), "--quiet", *extra]
+                    start = time.perf_counter()
+                    subprocess.run(cmd, cwd=REPO, check=True)
+                    if turn:      # turn 0 is the warm-up
+                        times[name].append(time.perf_counter() - start)
+    lines = ["## explain on Dask (issue 14)", "",
+             "Command: `python benchmarks/bench_dask.py %s` (CaffeNet, seeded random weights, "
+             "%d images of 320x256, batch %d, LRP with the default rule 100; medians of %d runs in turns)."
+             % (" ".join(sys.argv[1:]), args.images, args.batch_size, args.repeats), "",
+             "| set-up | whole command s | images/s |", "|---|---|---|"]
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        lines.append("| %s | %.2f | %.2f |" % (name, t, args.images / t))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
