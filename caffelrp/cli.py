@@ -123,7 +123,7 @@ def weights_summary(net, weights):
 
 def class_names(prototxt, labels, model=None):
     """Class names: --labels FILE, else a synset/labels file next to the prototxt (one name per
-    line; a leading WordNet id such as n01440764 is dropped), else the bundled ImageNet names of
+    line; a leading WordNet id such as n01440764, or any id in a synset*.txt, is dropped), else the bundled ImageNet names of
     a bundled ImageNet model; None if there is none."""
     path = Path(labels) if labels else None
     if path is None:
@@ -139,11 +139,13 @@ def class_names(prototxt, labels, model=None):
     except UnicodeDecodeError:
         raise UsageError("--labels %s: not a text file (one class name per line, UTF-8)"
                          % path) from None
+    # a synset file (Caffe's synset_words.txt) starts each line with the class id
+    synset = path.name.startswith("synset")
     names = []
     for line in lines:
         first, _, rest = line.strip().partition(" ")
         wnid = len(first) == 9 and first[0] == "n" and first[1:].isdigit()
-        names.append(rest.strip() if wnid and rest else line.strip())
+        names.append(rest.strip() if (wnid or synset) and rest else line.strip())
     return names
 
 

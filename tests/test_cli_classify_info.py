@@ -56,7 +56,8 @@ def test_classify_json_format_and_class_names(tmp_path, capsys):
     assert isinstance(result, list) and len(result) == 1
     entry = result[0]
     assert set(entry) == {"image", "top"} and entry["image"].endswith("example.png")
-    names = (SMALLNET / "synset10.txt").read_text().splitlines()
+    # a synset file's lines are "ID name": the name is what follows the id
+    names = [line.split(" ", 1)[1] for line in (SMALLNET / "synset10.txt").read_text().splitlines()]
     assert [set(t) for t in entry["top"]] == [{"class", "name", "score"}] * 2
     for t in entry["top"]:
         assert t["name"] == names[t["class"]] and 0 <= t["score"] <= 1

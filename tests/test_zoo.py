@@ -226,16 +226,25 @@ def test_imagenet_class_names_are_bundled():
 
 
 def test_classify_says_the_class_name():
-    import subprocess, sys
+    import json
+    import subprocess
+    import sys
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-m", "caffelrp", "classify",
                              str(repo / "models/smallnet/example.png"), "--model", "smallnet",
-                             "--top", "1"], capture_output=True, text=True, cwd=repo)
+                             "--top", "1", "--json"], capture_output=True, text=True, cwd=repo)
     assert result.returncode == 0, result.stderr
-    line = result.stdout.splitlines()[1].split()
+    top = json.loads(result.stdout)[0]["top"][0]
     names = (repo / "models/smallnet/synset10.txt").read_text().splitlines()
-    assert " ".join(line[2:]) == names[int(line[0])].split(" ", 1)[1]
+    assert top["name"] == names[top["class"]].split(" ", 1)[1]
+
+
+def test_named_imagenet_models_fall_back_to_the_bundled_names():
+    from caffelrp import cli
+    names = cli.class_names(bundled.bundled_prototxt("caffenet"), None, "caffenet")
+    assert len(names) == 1000 and names[281] == bundled.class_names("caffenet")[281]
+    assert "tabby" in names[281]
 
 
 def test_sidecar_names_the_explained_classes(tmp_path):
