@@ -433,12 +433,15 @@ def run_identity(args, method, target, model, base, mean):
     """What made an output file, as the sidecar records it under "run": two runs whose identities
     are equal write the same files for the same image. JSON-normalised so it compares equal to a
     sidecar's copy."""
+    mean_identity = mean.describe()
+    if "sha256" in mean_identity:   # a mean file: its content, not the path it was given by
+        mean_identity.pop("source", None)
     identity = {"caffelrp": __version__, "method": args.method,
                 "parameters": method.parameters(args), "target": target,
                 "prototxt_sha256": model["prototxt_sha256"],
                 "weights_sha256": model["weights_sha256"],
                 "preprocessing": {"pipeline": "lrp-toolbox", "base_size": base,
-                                  "mean": mean.describe()},
+                                  "mean": mean_identity},
                 "heatmap": {"cmap": args.cmap, "overlay_alpha": args.overlay_alpha,
                             "scale": ("fixed %r" % args.scale if args.scale is not None else
                                       "shared" if args.shared_scale else "per image")},
@@ -944,18 +947,21 @@ def add_explain_parser(sub):
     explain.add_argument("--cmap", default="seismic", metavar="NAME",
                          help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
-                         help="one colour scale for all images of the run (the largest of "
-                              "theirs) instead of one per image")
+                         help="one colour scale for all images of the --out folder made with "
+                              "these settings (the largest of theirs; with --resume earlier "
+                              "images are re-rendered) instead of one per image")
     explain.add_argument("--scale", type=float,
-                         help="fixed value that maps to full colour (overrides the per-image or "
-                              "shared scale)")
+                         help="fixed absolute relevance (per pixel, summed over channels) that "
+                              "maps to full colour (overrides the per-image or shared scale)")
     explain.add_argument("--overlay-alpha", type=float, default=0.7,
                          help="opacity of the heatmap over the image at full colour (0.7)")
     explain.add_argument("--save-input", action="store_true",
                          help="also write the preprocessed network input (float32 C x H x W)")
     explain.add_argument("--resume", action="store_true",
-                         help="skip images whose outputs are complete (sidecar and every file "
-                              "it lists)")
+                         help="skip images whose outputs are complete and were made from the "
+                              "same image with the same settings (the sidecar's image sha256 "
+                              "and 'run'); redo the others. Without it, an --out folder with "
+                              "another run's outputs is an error")
     explain.add_argument("--quiet", action="store_true",
                          help="no progress bar and no summary (errors are still printed)")
     owners = {}
