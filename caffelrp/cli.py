@@ -168,11 +168,7 @@ def cmd_classify(args):
     report = Report(quiet=True)
     images = [image for image, _ in collect_images(args.images, report)]
     net = load_net(prototxt, weights)
-    in_h, in_w = image_input(net)
-    base = args.base_size or default_base_size(in_h, in_w)
-    if base < max(in_h, in_w):
-        raise UsageError("--base-size %d is smaller than the network input %dx%d"
-                         % (base, in_w, in_h))
+    in_h, in_w, base = toolbox_geometry(net, args.base_size)
     output = args.output or net.outputs[0]
     if output not in net.outputs and output not in net.blob_shapes:
         raise UsageError("--output %s: the network has no blob of that name (outputs: %s)"
@@ -337,6 +333,17 @@ def image_input(net):
                          "%s" % ", ".join("%s %s" % (n, "x".join(map(str, net.blob_shapes[n])))
                                           for n in net.inputs))
     return int(shape[2]), int(shape[3])
+
+
+def toolbox_geometry(net, base_size):
+    """(H, W) of the net's image input and the toolbox's base size (--base-size or its
+    default)."""
+    in_h, in_w = image_input(net)
+    base = base_size or default_base_size(in_h, in_w)
+    if base < max(in_h, in_w):
+        raise UsageError("--base-size %d is smaller than the network input %dx%d"
+                         % (base, in_w, in_h))
+    return in_h, in_w, base
 
 
 def class_count(net):
@@ -573,11 +580,7 @@ def cmd_explain(args):
     items = collect_images(args.images, report)
 
     net = load_net(prototxt, weights)
-    in_h, in_w = image_input(net)
-    base = args.base_size or default_base_size(in_h, in_w)
-    if base < max(in_h, in_w):
-        raise UsageError("--base-size %d is smaller than the network input %dx%d"
-                         % (base, in_w, in_h))
+    in_h, in_w, base = toolbox_geometry(net, args.base_size)
     k = class_count(net)
     for c in ([target] if isinstance(target, int) else target if isinstance(target, list)
               else []):

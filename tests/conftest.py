@@ -38,3 +38,15 @@ def _needs_large_reference(request):
     if request.node.get_closest_marker("large_reference") or any(
             m in request.node.name for m in LARGE_MODELS):
         pytest.skip(large_reference_reason())
+
+
+SLOW_MODELS = LARGE_MODELS + ("alexnet", "bvlc_")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the ImageNet-sized models (named by the model in their id) take seconds each:
+    they are ``slow``, so ``-m "not slow"`` gives a quick run (other slow tests are marked where
+    they are defined)."""
+    for item in items:
+        if any(m in item.name for m in SLOW_MODELS):
+            item.add_marker(pytest.mark.slow)

@@ -80,6 +80,7 @@ def test_forward_reproduces_original_logits_and_probabilities(shared_reference,
         assert np.abs(out["prob"][0] - prob).max() <= 1e-4, image
 
 
+@pytest.mark.slow
 @pytest.mark.large_reference
 def test_batch_of_two_equals_two_single_runs(shared_reference, reference_weights):
     net = caffelrp.Net(shared_reference / "models" / "caffenet" / "deploy.prototxt",
