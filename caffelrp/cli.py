@@ -658,6 +658,19 @@ def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, repo
             progress.advance(failed=True)
     if not prepared:
         return
+    # the methods that run many inputs per image (and batch those themselves) go image by image,
+    # so that the progress bar moves after each image, not once per --batch-size images
+    groups = [[p] for p in prepared] if method.name in PER_IMAGE_METHODS else [prepared]
+    for group in groups:
+        explain_group(net, method, group, target, args, run, out_dir, report, progress,
+                      deferred)
+
+
+PER_IMAGE_METHODS = {"ig", "smoothgrad"}
+
+
+def explain_group(net, method, prepared, target, args, run, out_dir, report, progress, deferred):
+    """Explain preprocessed images in one call of the method and write their outputs."""
     x = np.stack([p.blob for _, _, p in prepared])
     low, high = bounds_for([p for _, _, p in prepared])
     try:
@@ -946,7 +959,8 @@ def add_explain_parser(sub):
                          help="longer image side after the resize (the toolbox's baseimgsize; "
                               "default 256 for 224..256-pixel inputs, else the same ratio)")
     explain.add_argument("--batch-size", type=int, default=8,
-                         help="images per network pass (default 8)")
+                         help="images per network pass (default 8); ig and smoothgrad go image "
+                              "by image and batch their own inputs")
     explain.add_argument("--cmap", default="seismic", metavar="NAME",
                          help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",

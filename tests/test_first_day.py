@@ -307,3 +307,22 @@ def test_a_clone_without_the_shared_reference_runs_the_smallnet_comparison(tmp_p
                             cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+
+
+def test_ig_progress_moves_after_each_image_inside_a_batch(tmp_path, model, monkeypatch):
+    images = [make_image(tmp_path / ("im%d.png" % i), seed=i) for i in range(3)]
+    seen = []
+    real = cli.Progress.advance
+
+    def advance(self, n=1, failed=False):
+        seen.append(n)
+        return real(self, n, failed)
+    monkeypatch.setattr(cli.Progress, "advance", advance)
+    calls = []
+    ig = cli.METHODS["ig"]
+    monkeypatch.setitem(cli.METHODS, "ig", ig.__class__(
+        ig.name, ig.summary, ig.add_options, ig.parameters,
+        lambda net, x, *rest: calls.append(len(x)) or ig.run(net, x, *rest)))
+    assert explain(model, *images, "--method", "ig", "--steps", "4", "--batch-size", "8",
+                   out=tmp_path / "o") == 0
+    assert calls == [1, 1, 1] and seen == [1, 1, 1]
