@@ -458,6 +458,8 @@ def run_identity(args, method, target, model, base, mean):
 
 def identity_differences(stored, current, prefix=""):
     """Keys (dotted) where a stored run identity differs from the current one, with both values."""
+    if stored is None and not prefix:
+        return ["no 'run' record (made by an older caffelrp)"]
     if not isinstance(stored, dict):
         return ["%s %s here %s" % (prefix or "run", _short(stored), _short(current))]
     out = []
@@ -503,15 +505,6 @@ def output_status(out_dir, stem, image, identity):
     if not all((out_dir / name).is_file() for name in outputs.values()):
         return "files missing"
     return None
-
-
-def is_complete(out_dir, stem):
-    """The sidecar is written last and lists every output: complete if it and they exist."""
-    sidecar = read_sidecar(out_dir / (stem + OUTPUT_SUFFIXES["sidecar"]))
-    try:
-        return all((out_dir / name).is_file() for name in sidecar["outputs"].values())
-    except (KeyError, TypeError, AttributeError):
-        return False
 
 
 def foreign_sidecars(out_dir, identity):
