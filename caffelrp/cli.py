@@ -177,11 +177,7 @@ def cmd_classify(args):
     report = Report(quiet=True)
     images = [image for image, _ in collect_images(args.images, report)]
     net = load_net(prototxt, weights)
-    in_h, in_w = image_input(net)
-    base = args.base_size or default_base_size(in_h, in_w)
-    if base < max(in_h, in_w):
-        raise UsageError("--base-size %d is smaller than the network input %dx%d"
-                         % (base, in_w, in_h))
+    in_h, in_w, base = toolbox_geometry(net, args.base_size)
     output = args.output or net.outputs[0]
     if output not in net.outputs and output not in net.blob_shapes:
         raise UsageError("--output %s: the network has no blob of that name (outputs: %s)"
@@ -348,6 +344,17 @@ def image_input(net):
     return int(shape[2]), int(shape[3])
 
 
+def toolbox_geometry(net, base_size):
+    """(H, W) of the net's image input and the toolbox's base size (--base-size or its
+    default)."""
+    in_h, in_w = image_input(net)
+    base = base_size or default_base_size(in_h, in_w)
+    if base < max(in_h, in_w):
+        raise UsageError("--base-size %d is smaller than the network input %dx%d"
+                         % (base, in_w, in_h))
+    return in_h, in_w, base
+
+
 def class_count(net):
     shape = net.blob_shapes[net.outputs[0]]
     return int(np.prod(shape[1:]))
@@ -442,12 +449,15 @@ def run_identity(args, method, target, model, base, mean):
     """What made an output file, as the sidecar records it under "run": two runs whose identities
     are equal write the same files for the same image. JSON-normalised so it compares equal to a
     sidecar's copy."""
+    mean_identity = mean.describe()
+    if "sha256" in mean_identity:   # a mean file: its content, not the path it was given by
+        mean_identity.pop("source", None)
     identity = {"caffelrp": __version__, "method": args.method,
                 "parameters": method.parameters(args), "target": target,
                 "prototxt_sha256": model["prototxt_sha256"],
                 "weights_sha256": model["weights_sha256"],
                 "preprocessing": {"pipeline": "lrp-toolbox", "base_size": base,
-                                  "mean": mean.describe()},
+                                  "mean": mean_identity},
                 "heatmap": {"cmap": args.cmap, "overlay_alpha": args.overlay_alpha,
                             "scale": ("fixed %r" % args.scale if args.scale is not None else
                                       "shared" if args.shared_scale else "per image")},
@@ -459,6 +469,8 @@ def run_identity(args, method, target, model, base, mean):
 
 def identity_differences(stored, current, prefix=""):
     """Keys (dotted) where a stored run identity differs from the current one, with both values."""
+    if stored is None and not prefix:
+        return ["no 'run' record (made by an older caffelrp)"]
     if not isinstance(stored, dict):
         return ["%s %s here %s" % (prefix or "run", _short(stored), _short(current))]
     out = []
@@ -504,15 +516,6 @@ def output_status(out_dir, stem, image, identity):
     if not all((out_dir / name).is_file() for name in outputs.values()):
         return "files missing"
     return None
-
-
-def is_complete(out_dir, stem):
-    """The sidecar is written last and lists every output: complete if it and they exist."""
-    sidecar = read_sidecar(out_dir / (stem + OUTPUT_SUFFIXES["sidecar"]))
-    try:
-        return all((out_dir / name).is_file() for name in sidecar["outputs"].values())
-    except (KeyError, TypeError, AttributeError):
-        return False
 
 
 def foreign_sidecars(out_dir, identity):
@@ -583,11 +586,7 @@ def cmd_explain(args):
     items = collect_images(args.images, report)
 
     net = load_net(prototxt, weights)
-    in_h, in_w = image_input(net)
-    base = args.base_size or default_base_size(in_h, in_w)
-    if base < max(in_h, in_w):
-        raise UsageError("--base-size %d is smaller than the network input %dx%d"
-                         % (base, in_w, in_h))
+    in_h, in_w, base = toolbox_geometry(net, args.base_size)
     k = class_count(net)
     for c in ([target] if isinstance(target, int) else target if isinstance(target, list)
               else []):
@@ -672,6 +671,19 @@ def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, repo
             progress.advance(failed=True)
     if not prepared:
         return
+    # the methods that run many inputs per image (and batch those themselves) go image by image,
+    # so that the progress bar moves after each image, not once per --batch-size images
+    groups = [[p] for p in prepared] if method.name in PER_IMAGE_METHODS else [prepared]
+    for group in groups:
+        explain_group(net, method, group, target, args, run, out_dir, report, progress,
+                      deferred)
+
+
+PER_IMAGE_METHODS = {"ig", "smoothgrad"}
+
+
+def explain_group(net, method, prepared, target, args, run, out_dir, report, progress, deferred):
+    """Explain preprocessed images in one call of the method and write their outputs."""
     x = np.stack([p.blob for _, _, p in prepared])
     low, high = bounds_for([p for _, _, p in prepared])
     try:
@@ -980,15 +992,17 @@ def add_explain_parser(sub):
                          help="longer image side after the resize (the toolbox's baseimgsize; "
                               "default 256 for 224..256-pixel inputs, else the same ratio)")
     explain.add_argument("--batch-size", type=int, default=8,
-                         help="images per network pass (default 8)")
+                         help="images per network pass (default 8); ig and smoothgrad go image "
+                              "by image and batch their own inputs")
     explain.add_argument("--cmap", default="seismic", metavar="NAME",
                          help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
-                         help="one colour scale for all images of the run (the largest of "
-                              "theirs) instead of one per image")
+                         help="one colour scale for all images of the --out folder made with "
+                              "these settings (the largest of theirs; with --resume earlier "
+                              "images are re-rendered) instead of one per image")
     explain.add_argument("--scale", type=float,
-                         help="fixed value that maps to full colour (overrides the per-image or "
-                              "shared scale)")
+                         help="fixed absolute relevance (per pixel, summed over channels) that "
+                              "maps to full colour (overrides the per-image or shared scale)")
     explain.add_argument("--overlay-alpha", type=float, default=0.7,
                          help="opacity of the heatmap over the image at full colour (0.7)")
     explain.add_argument("--clip", type=float, default=OVERLAY_CLIP, metavar="PERCENT",
@@ -1001,8 +1015,10 @@ def add_explain_parser(sub):
     explain.add_argument("--save-input", action="store_true",
                          help="also write the preprocessed network input (float32 C x H x W)")
     explain.add_argument("--resume", action="store_true",
-                         help="skip images whose outputs are complete (sidecar and every file "
-                              "it lists)")
+                         help="skip images whose outputs are complete and were made from the "
+                              "same image with the same settings (the sidecar's image sha256 "
+                              "and 'run'); redo the others. Without it, an --out folder with "
+                              "another run's outputs is an error")
     explain.add_argument("--quiet", action="store_true",
                          help="no progress bar and no summary (errors are still printed)")
     caffe_blas.add_option(explain)

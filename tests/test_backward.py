@@ -407,6 +407,7 @@ def _directional_check(net, x, output_id, weights, directions=6, seed=0, tol=1e-
     assert np.abs(analytic - numeric).max() <= tol * np.abs(numeric).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["smallnet", "resnet_tiny"])
 def test_bundled_small_nets_directional_derivatives(model):
     from conftest import REPO

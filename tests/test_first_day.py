@@ -271,3 +271,58 @@ def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
     progress.close()
     last = stream.text.strip().split("\r")[-1]
     assert "2/4 images, 1 failed" in last and "ETA" in last and "elapsed" in last
+
+
+# ------------------------------------------------------------------------ install and tests
+def test_readme_builds_the_kernels_once():
+    text = (REPO / "README.md").read_text()
+    commands = [line.strip() for line in text.splitlines() if line.startswith("    ")]
+    installs = [c for c in commands if "pip install" in c]
+    assert len(installs) == 1 and '".[test]"' in installs[0], installs
+    assert "python -m pytest -q tests" in commands
+
+
+def test_reference_weights_are_made_by_the_projects_own_code():
+    import hashlib
+    import refdata
+    manifest = json.loads((REPO / "tests" / "data" / "reference" / "models" / "smallnet" /
+                           "manifest.json").read_text())
+    made = refdata.net_param_bytes(manifest, 1)
+    # the sha256 the public reference publishes for its smallnet seed-1 weights
+    assert hashlib.sha256(made).hexdigest() == \
+        "30be9663d49b4156f7ac161925c0197d88a1b94b802dae93254ea0ddd33086c9"
+
+
+def test_no_test_executes_the_reference_scripts():
+    script = "caffemodel" + "_gen"     # spelled apart so this file does not match itself
+    for path in (REPO / "tests").glob("*.py"):
+        assert script not in path.read_text(), path.name
+
+
+@pytest.mark.slow
+def test_a_clone_without_the_shared_reference_runs_the_smallnet_comparison(tmp_path):
+    env = dict(os.environ, CAFFELRP_SHARED_REFERENCE=str(tmp_path / "absent"))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-rs", "tests/test_lrp_reference.py", "-k", "smallnet"],
+                            cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+
+
+def test_ig_progress_moves_after_each_image_inside_a_batch(tmp_path, model, monkeypatch):
+    images = [make_image(tmp_path / ("im%d.png" % i), seed=i) for i in range(3)]
+    seen = []
+    real = cli.Progress.advance
+
+    def advance(self, n=1, failed=False):
+        seen.append(n)
+        return real(self, n, failed)
+    monkeypatch.setattr(cli.Progress, "advance", advance)
+    calls = []
+    ig = cli.METHODS["ig"]
+    monkeypatch.setitem(cli.METHODS, "ig", ig.__class__(
+        ig.name, ig.summary, ig.add_options, ig.parameters,
+        lambda net, x, *rest: calls.append(len(x)) or ig.run(net, x, *rest)))
+    assert explain(model, *images, "--method", "ig", "--steps", "4", "--batch-size", "8",
+                   out=tmp_path / "o") == 0
+    assert calls == [1, 1, 1] and seen == [1, 1, 1]

@@ -573,6 +573,7 @@ def gradient_net(tmp_path, seed):
     return net, params, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_formula_11_is_logit_times_finite_difference_gradient(tmp_path, seed):
     """11 = sum over explained classes of logit_c * d logit_c / dx (central differences in

@@ -4,7 +4,6 @@ The manifests were written by Caffe itself (the LRP toolbox's 2015 fork) for the
 the layer indices, names, implicit Split layers and shapes must agree exactly. The logits and
 softmax outputs were produced by that Caffe from input.npy with seeded random weights.
 """
-import importlib.util
 import json
 
 import numpy as np
@@ -17,11 +16,10 @@ WITH_OUTPUTS = ["smallnet", "caffenet"]
 
 
 def load_generator(shared_reference):
-    spec = importlib.util.spec_from_file_location("caffemodel_gen",
-                                                  shared_reference / "caffemodel_gen.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The seeded reference weights, made with the project's own code (tests/refdata.py): the
+    tests never execute the reference's own scripts."""
+    import refdata
+    return refdata
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +80,8 @@ def test_forward_reproduces_original_logits_and_probabilities(shared_reference,
         assert np.abs(out["prob"][0] - prob).max() <= 1e-4, image
 
 
+@pytest.mark.slow
+@pytest.mark.large_reference
 def test_batch_of_two_equals_two_single_runs(shared_reference, reference_weights):
     net = caffelrp.Net(shared_reference / "models" / "caffenet" / "deploy.prototxt",
                        reference_weights("caffenet"))
