@@ -148,10 +148,13 @@ def test_aopc_matches_a_plain_computation(small_net):
                                  steps=12, repeats=3, seed=11, bounds=(-100.0, 155.0),
                                  batch_size=7)
     ref = reference_aopc(net, x, attr, classes, 4, 12, 3, 11, -100.0, 155.0)
-    # the same float32 forward passes at other batch sizes: GEMM rounding only (1e-6 relative)
+    # the same float32 forward passes at other batch sizes: GEMM rounding only, 1e-6 relative to
+    # the scores (AOPC averages differences f(x_0) - f(x_k), so the scores' rounding enters
+    # absolutely: 4e-6 seen on a logit of 30 at batch 7 vs 1)
+    scale = max(np.abs(res.curves[order]).max() for order in ("morf", "lerf"))
     for order in ("morf", "lerf"):
-        np.testing.assert_allclose(res.aopc[order], ref[order], rtol=1e-6)
-    np.testing.assert_allclose(res.abpc, ref["morf"] - ref["lerf"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(res.aopc[order], ref[order], rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(res.abpc, ref["morf"] - ref["lerf"], rtol=1e-6, atol=2e-6 * scale)
 
 
 def test_pixel_flipping_is_the_protocol_on_pixels(small_net):
