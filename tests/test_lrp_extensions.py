@@ -299,18 +299,32 @@ def residual_pair(tmp_path):
     return bn_net, folded, x
 
 
-@pytest.mark.parametrize("rule,kwargs", [(0, dict(eps=0.01)), (2, dict(beta=1.0)),
-                                         (100, dict(beta=1.0)), ("zplus", {}),
-                                         ("gamma", dict(gamma=0.25)), (11, {}), (166, {}),
-                                         ("epsilon-gamma-box", dict(mean=(100., 110., 120.)))])
+FOLD_RULES = [(0, dict(eps=0.01)), (2, dict(beta=1.0)), (100, dict(beta=1.0)), ("zplus", {}),
+              ("gamma", dict(gamma=0.25)), (11, {}), (166, {}),
+              ("epsilon-gamma-box", dict(mean=(100., 110., 120.)))]
+FOLD_RULES += [(f, dict(mean=(100., 110., 120.)) if f in (6, 8, 18) else {})
+               for f in caffelrp.composites.supported_formulas()
+               if f not in {r for r, _ in FOLD_RULES}]
+
+
+@pytest.mark.parametrize("rule,kwargs", FOLD_RULES)
 def test_batchnorm_net_explains_like_its_folded_twin(tmp_path, rule, kwargs):
     bn_net, folded, x = residual_pair(tmp_path)
     np.testing.assert_allclose(bn_net.forward(x)["ip"], folded.forward(x)["ip"], rtol=1e-4,
                                atol=1e-4)
     got = bn_net.relevance(x, rule=rule, target="top1", **kwargs)
     want = folded.relevance(x, rule=rule, target="top1", **kwargs)
-    # the two nets round differently (a chain of three float32 maps vs one), nothing more
-    assert rel_error(got, want) <= 1e-4
+    # the two nets round differently (weights folded in float32 here, in float64 for the twin),
+    # nothing more; gamma's W + gamma W+ doubles that rounding (measured 2.8e-5, 3.6e-5)
+    assert rel_error(got, want) <= (5e-5 if rule in ("gamma", "epsilon-gamma-box") else 1e-5)
+
+
+def test_batchnorm_net_has_the_gradient_of_its_folded_twin(tmp_path):
+    bn_net, folded, x = residual_pair(tmp_path)
+    got, _ = bn_net.gradient(x, target="top1")
+    want, _ = folded.gradient(x, target="top1")
+    # chained float32 BatchNorm / Scale backward vs one folded convolution: rounding only
+    assert rel_error(got, want) <= 1e-5
 
 
 def test_eltwise_sum_is_an_epsilon_join_and_creates_no_relevance(tmp_path):
