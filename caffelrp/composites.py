@@ -34,8 +34,11 @@ caffelrp's composites (Kohlbrenner et al., "Towards best practice in explaining 
 decisions with LRP", arXiv:1910.09840; Montavon et al., "Layer-wise relevance propagation: an
 overview", 2019): "zplus" (z+ everywhere), "gamma" (gamma on convolutions, epsilon on inner
 products), "epsilon-plus" (z+ on convolutions, epsilon on inner products), "epsilon-plus-flat"
-(the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the first layer, gamma on the
-other convolutions, epsilon on inner products).
+(the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the
+first layer, gamma on the other convolutions, epsilon on inner products).
+
+* "Eltwise": the rule spec of an Eltwise SUM (a linear map with the coeff weights), epsilon with
+  the pass's eps in every LRP composite; "gradient" (its own backward) for 11, 99, 26, 166.
 """
 from collections import namedtuple
 

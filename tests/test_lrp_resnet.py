@@ -281,3 +281,43 @@ def test_eltwise_join_against_float64_epsilon(tmp_path):
                                atol=1e-4 * np.abs(b * s).max())
     row = [r for r in res.ledger if r.name == "sum"][0]
     assert (np.abs(row.relevance_out) <= np.abs(row.relevance_in) * (1 + 1e-6)).all()
+
+
+# ------------------------------------------------------------------ bad input, clear errors
+def test_alpha_beta_on_an_inner_product_reading_a_signed_4d_blob(tmp_path):
+    """The first layer is an InnerProduct on the (N, C, H, W) input with negative values: rule 2
+    and z+ split x into its signed parts (once a numpy broadcast error)."""
+    body = layer("ip", "InnerProduct", "data", "ip", "inner_product_param { num_output: 3 }")
+    net = make_net(tmp_path, body, input_shape=(2, 2, 3, 3))
+    rng = np.random.default_rng(1220)
+    net.params["ip"][0][...] = rng.standard_normal((3, 18))
+    x = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    W = net.params["ip"][0].astype(np.float64)
+    z = x.reshape(2, -1).astype(np.float64) * W[0]                     # z_i for class 0
+    for rule in (2, "zplus"):
+        r = net.relevance(x, rule=rule, beta=0.0, target=0)
+        zp = np.maximum(z, 0)
+        # beta 0: R_i = z+_i / sum z+ * R (bias 0), float64 formula
+        want = zp / zp.sum(axis=1, keepdims=True) * (z.sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(r.reshape(2, -1), want, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_on_another_blob_than_the_injection_layer(tmp_path):
+    """The Softmax reads a 4-class head, the injection layer has 3 outputs: classes are ranked by
+    the injected values; an explicit class out of their range is a TargetError (once an
+    IndexError)."""
+    from caffelrp.attribution.targets import TargetError
+    body = (layer("ip", "InnerProduct", "data", "ip", "inner_product_param { num_output: 3 }")
+            + layer("head", "InnerProduct", "ip", "head", "inner_product_param { num_output: 4 }")
+            + layer("prob", "Softmax", "head", "prob"))
+    net = make_net(tmp_path, body, input_shape=(2, 5))
+    rng = np.random.default_rng(1221)
+    for blobs in net.params.values():
+        for b in blobs:
+            b[...] = rng.standard_normal(b.shape)
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    res = net.relevance_details(x, rule=0, start="ip", target="top1")
+    logits = net.layer_top_values(0 if net.layers[0][0] == "ip" else 1)[0]
+    assert res.classes == [[int(np.argmax(row))] for row in logits]
+    with pytest.raises(TargetError, match="image 0: class 3 .*3 classes"):
+        net.relevance(x, rule=0, start="ip", target=[3, 0])

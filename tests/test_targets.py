@@ -12,7 +12,8 @@ from netutil import layer, make_net, randomize
 
 @pytest.fixture
 def net_and_x(tmp_path):
-    body = (layer("conv", "Convolution", params="convolution_param { num_output: 3 kernel_size: 3 }")
+    body = (layer("conv", "Convolution",
+                  params="convolution_param { num_output: 3 kernel_size: 3 }")
             + layer("relu", "ReLU", "conv", "conv")
             + layer("fc", "InnerProduct", "conv", "fc", "inner_product_param { num_output: 10 }")
             + layer("prob", "Softmax", "fc", "prob"))

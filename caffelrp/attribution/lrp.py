@@ -16,10 +16,16 @@ descending Caffe index down to layer 0 (spec 3):
 * LRN: lrn_backward_type 1 (not conservative, spec 2.3); the true LRN gradient for 11 / 99;
 * Split: sum of the tops; Concat: slices.
 
+Every gradient-type behaviour (the table's "gradient"; Split and Concat always) is the layer's own
+``backward``, not a second copy here.
+
 Beyond the original: BatchNorm / Scale / Bias layers right after a Convolution or InnerProduct are
-folded into it (the rule sees the folded weights and the chain's output as z); standing alone they
-take the convolution rule as per-channel affine maps; Eltwise SUM splits in proportion to the
-contributions, Eltwise MAX gives all to the first maximal bottom.
+folded into it (the rule sees the folded weights and forms z from them); standing alone they
+take the convolution rule as per-channel affine maps (their gradient for the gradient types);
+Eltwise SUM is a linear map with unit (coeff) weights and takes the table's "Eltwise" rule
+(epsilon with the pass's eps for the LRP types, so a join that nearly cancels cannot create
+relevance; its gradient for 11 / 99 / 26 / 166); Eltwise MAX gives all to the first maximal
+bottom.
 
 Targets (``target``): see ``caffelrp.attribution.targets`` -- "top5" (the original's class field
 -2: min(5, K) best classes together), "top1", a class index, one class per image, or one list of
@@ -41,9 +47,6 @@ from .targets import resolve as resolve_targets
 from ..threads import threads_for
 
 PASS_THROUGH = {"Dropout"}
-
-# debugging aid: if set, called as _trace(layer_index, {bottom blob id: relevance}) after each layer
-_trace = None
 
 
 def _injection_layer(net, start):
@@ -69,7 +72,12 @@ def _injection_layer(net, start):
 
 
 def _ranking_scores(net, injection_top):
-    return net._values[ranking_blob(net, injection_top)]
+    """The values that rank the classes: the net's ranking Softmax when it ranks the injection
+    layer's outputs (same shape), else the injected values themselves."""
+    scores = net._values[ranking_blob(net, injection_top)]
+    if scores.shape != net._values[injection_top].shape:
+        return net._values[injection_top]
+    return scores
 
 
 # ------------------------------------------------------------------------- layer rules
@@ -443,8 +451,6 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
         if record:
             ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
                                     _per_image_sum([rel[b] for b in bottoms])))
-        if _trace is not None:
-            _trace(i, {b: rel[b] for b in bottoms})
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
