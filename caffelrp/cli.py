@@ -687,7 +687,9 @@ def explain_group(net, method, prepared, target, args, run, out_dir, report, pro
     x = np.stack([p.blob for _, _, p in prepared])
     low, high = bounds_for([p for _, _, p in prepared])
     try:
-        result = method.run(net, x, target, args, Context(low, high))
+        # K1,K2,... is explained together in every image: one class list per image
+        batch_target = [target] * len(x) if isinstance(target, list) else target
+        result = method.run(net, x, batch_target, args, Context(low, high))
         scores = result.scores
         if scores is None:
             scores = net.forward(x)[net.outputs[0]]

@@ -34,14 +34,20 @@ caffelrp's composites (Kohlbrenner et al., "Towards best practice in explaining 
 decisions with LRP", arXiv:1910.09840; Montavon et al., "Layer-wise relevance propagation: an
 overview", 2019): "zplus" (z+ everywhere), "gamma" (gamma on convolutions, epsilon on inner
 products), "epsilon-plus" (z+ on convolutions, epsilon on inner products), "epsilon-plus-flat"
-(the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the first layer, gamma on the
-other convolutions, epsilon on inner products).
+(the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the
+first layer, gamma on the other convolutions, epsilon on inner products).
+
+* "Eltwise": the rule spec of an Eltwise SUM (a linear map with the coeff weights), epsilon with
+  the pass's eps in every LRP composite; "gradient" (its own backward) for 11, 99, 26, 166.
 """
 from collections import namedtuple
 
 from .rules import alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox, zplus
 
 LAYER_DEFAULTS = {"ReLU": "identity", "Pooling": "relevance", "LRN": "relevance", "output": None}
+
+# Gradient-type behaviour of a layer: its own ``backward`` (Caffe's Backward_cpu), no second copy.
+GRADIENT = "gradient"
 
 # Where a linear layer sits: its Caffe index, and whether it reads the network input.
 LayerPlace = namedtuple("LayerPlace", "index first")
@@ -122,8 +128,16 @@ def first_layer(first, other):
     return spec
 
 
-def _linear(conv, ip=None):
-    return {"Convolution": conv, "InnerProduct": conv if ip is None else ip}
+def _linear(conv, ip=None, join=EPSILON):
+    """Rule specs of the linear layers. ``join``: Eltwise SUM, a linear map with the weights
+    coeff_k (1 by default) from its bottoms to its top; epsilon (the composite's eps) by default,
+    so a residual join whose terms nearly cancel cannot create relevance."""
+    return {"Convolution": conv, "InnerProduct": conv if ip is None else ip, "Eltwise": join}
+
+
+# the gradient-type formulas: every layer but ReLU (and the linear layers' backprojection) is
+# its gradient
+_AS_GRADIENT = dict(Eltwise=GRADIENT, Pooling=GRADIENT, LRN=GRADIENT)
 
 
 COMPOSITES = {
@@ -141,11 +155,10 @@ COMPOSITES = {
     6: _linear(first_layer(Z_BOX, ALPHA_BETA), ALPHA_BETA_FC6_SWITCH),
     8: _linear(first_layer(Z_BOX, EPSILON), ALPHA_BETA_FC6_SWITCH),
     18: _linear(first_layer(Z_BOX, ALPHA_BETA_FC6_SWITCH), ALPHA_BETA_FC6_SWITCH),
-    26: dict(_linear(BACKPROJECTION), ReLU="deconv"),
-    166: dict(_linear(BACKPROJECTION), ReLU="guided"),
-    11: dict(_linear(BACKPROJECTION), ReLU="gradient", Pooling="gradient", LRN="gradient"),
-    99: dict(_linear(BACKPROJECTION), ReLU="gradient", Pooling="gradient", LRN="gradient",
-             output="channel_norm"),
+    26: dict(_linear(BACKPROJECTION, join=GRADIENT), ReLU="deconv"),
+    166: dict(_linear(BACKPROJECTION, join=GRADIENT), ReLU="guided"),
+    11: dict(_linear(BACKPROJECTION), ReLU=GRADIENT, **_AS_GRADIENT),
+    99: dict(_linear(BACKPROJECTION), ReLU=GRADIENT, **_AS_GRADIENT, output="channel_norm"),
     "zplus": _linear(ZPLUS),
     "gamma": _linear(GAMMA, EPSILON),
     "epsilon-plus": _linear(ZPLUS, EPSILON),
@@ -202,4 +215,6 @@ def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_la
     index = -1 if layer_index is None else layer_index
     if settings is None:
         settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer)
+    if spec == GRADIENT:
+        return GRADIENT
     return spec(LayerPlace(index, index == 0 if first is None else first), settings)

@@ -260,8 +260,9 @@ class Rule:
         a = np.asarray(a, dtype=np.float32)
         lin = LinearMap(W, b, rows_first=True, cache=cache, key="ip")
         shape = a.shape if input_shape is None else input_shape
-        aux = tuple(np.broadcast_to(np.asarray(v, np.float32), shape).reshape(a.shape).T
-                    for v in self.aux_images(a))
+        # aux images come shaped like ``a`` (parts of it) or like the layer input (z^B bounds)
+        aux = tuple((v if v.shape == a.shape else np.broadcast_to(v, shape).reshape(a.shape)).T
+                    for v in (np.asarray(v, np.float32) for v in self.aux_images(a)))
         zt = None if z is None else np.asarray(z, dtype=np.float32).T
         out = self.columns(a.T, lin, np.asarray(R, dtype=np.float32).T, zt, aux,
                            not (a < 0).any())

@@ -299,37 +299,54 @@ def residual_pair(tmp_path):
     return bn_net, folded, x
 
 
-@pytest.mark.parametrize("rule,kwargs", [(0, dict(eps=0.01)), (2, dict(beta=1.0)),
-                                         (100, dict(beta=1.0)), ("zplus", {}),
-                                         ("gamma", dict(gamma=0.25)), (11, {}), (166, {}),
-                                         ("epsilon-gamma-box", dict(mean=(100., 110., 120.)))])
+FOLD_RULES = [(0, dict(eps=0.01)), (2, dict(beta=1.0)), (100, dict(beta=1.0)), ("zplus", {}),
+              ("gamma", dict(gamma=0.25)), (11, {}), (166, {}),
+              ("epsilon-gamma-box", dict(mean=(100., 110., 120.)))]
+FOLD_RULES += [(f, dict(mean=(100., 110., 120.)) if f in (6, 8, 18) else {})
+               for f in caffelrp.composites.supported_formulas()
+               if f not in {r for r, _ in FOLD_RULES}]
+
+
+@pytest.mark.parametrize("rule,kwargs", FOLD_RULES)
 def test_batchnorm_net_explains_like_its_folded_twin(tmp_path, rule, kwargs):
     bn_net, folded, x = residual_pair(tmp_path)
     np.testing.assert_allclose(bn_net.forward(x)["ip"], folded.forward(x)["ip"], rtol=1e-4,
                                atol=1e-4)
     got = bn_net.relevance(x, rule=rule, target="top1", **kwargs)
     want = folded.relevance(x, rule=rule, target="top1", **kwargs)
-    # the two nets round differently (a chain of three float32 maps vs one), nothing more
-    assert rel_error(got, want) <= 1e-4
+    # the two nets round differently (weights folded in float32 here, in float64 for the twin),
+    # nothing more; gamma's W + gamma W+ doubles that rounding (measured 2.8e-5, 3.6e-5)
+    assert rel_error(got, want) <= (5e-5 if rule in ("gamma", "epsilon-gamma-box") else 1e-5)
 
 
-def test_eltwise_sum_splits_in_proportion_and_conserves(tmp_path):
-    """The folded twin (no biases on the convs' path into the sum: zero the shifts) conserves
-    through the residual join with alpha-beta; the split is c_k x_k / y of the sum's relevance."""
+def test_batchnorm_net_has_the_gradient_of_its_folded_twin(tmp_path):
+    bn_net, folded, x = residual_pair(tmp_path)
+    got, _ = bn_net.gradient(x, target="top1")
+    want, _ = folded.gradient(x, target="top1")
+    # chained float32 BatchNorm / Scale backward vs one folded convolution: rounding only
+    assert rel_error(got, want) <= 1e-5
+
+
+def test_eltwise_sum_is_an_epsilon_join_and_creates_no_relevance(tmp_path):
+    """The folded twin (no biases: zero the shifts), alpha-beta with beta 0: the residual join
+    is a linear map with unit weights under the epsilon rule with the pass's eps (issue 12), so
+    R_k = x_k R / (y + eps sign(y)); it only absorbs (|R out| <= |R in| per position)."""
     _, folded, x = residual_pair(tmp_path)
     for name in ("c1", "c2", "ip"):
         folded.params[name][1][...] = 0
-    res = folded.relevance_details(x, rule=2, beta=0.0, target="top1")
-    np.testing.assert_allclose(res.input.reshape(2, -1).sum(axis=1, dtype=np.float64),
-                               res.injected, rtol=1e-4)
+    res = folded.relevance_details(x, rule=2, beta=0.0, eps=0.5, target="top1")
+    assert (np.abs(res.input.reshape(2, -1).sum(axis=1, dtype=np.float64))
+            <= np.abs(res.injected) * (1 + 1e-5)).all()
     row = [r for r in res.ledger if r.name == "sum"][0]
-    np.testing.assert_allclose(row.relevance_out, row.relevance_in, rtol=1e-5)
-    # the proportional split, recomputed: relevance of c2 (only the sum reads it)
+    assert "epsilon" in row.rule
+    assert (np.abs(row.relevance_out) <= np.abs(row.relevance_in) * (1 + 1e-6)).all()
     index = {name: i for i, (name, _) in enumerate(folded.layers)}
-    c2 = folded.layer_top_values(index["c2"])[0]
-    r_sum = res.blobs["sum"]
+    c2 = folded.layer_top_values(index["c2"])[0].astype(np.float64)
+    r_sum = res.blobs["sum"].astype(np.float64)
     y = folded.layer_top_values(index["sum"])[0].astype(np.float64)     # relu(c1) + c2
-    np.testing.assert_allclose(res.blobs["c2"], c2 * r_sum / y, rtol=1e-4, atol=1e-6)
+    # float32 pass vs float64 formula: rounding of one division
+    np.testing.assert_allclose(res.blobs["c2"], c2 * r_sum / (y + 0.5 * np.sign(y)), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_eltwise_max_gives_all_to_the_first_maximum(tmp_path):

@@ -513,7 +513,7 @@ def test_batch_targets_per_image(tmp_path):
             for dst, src in zip(net_single.params[name], blobs):
                 dst[...] = src
         single = relevance(net_single, x[i:i + 1], rule=100, eps=0.5, beta=1.0,
-                           target=[int(c) for c in classes[i]])
+                           target=[[int(c) for c in classes[i]]])
         np.testing.assert_allclose(batch[i], single[0], rtol=1e-5,
                                    atol=1e-6 * np.abs(single).max())
     top1 = relevance(net, x, rule=0, eps=0.5, target="top1", return_classes=True)[1]
@@ -580,7 +580,7 @@ def test_formula_11_is_logit_times_finite_difference_gradient(tmp_path, seed):
     float64 through ReLU, MAX pool, LRN, padded AVE pool, conv and inner product)."""
     net, params, x = gradient_net(tmp_path, seed)
     classes = [1, 3]
-    got = relevance(net, x, rule=11, target=classes)
+    got = relevance(net, x, rule=11, target=[classes])
     x64 = x.astype(np.float64)
     logits = gradient_net_forward(params, x64)[0]
 
@@ -618,7 +618,7 @@ def test_deconvnet_and_guided_backprop_float64(tmp_path, formula):
     net = make_net(tmp_path, body, (1, 2, 6, 6))
     p = randomize(net, seed=7)
     x = f32(np.random.default_rng(8).standard_normal((1, 2, 6, 6)))
-    got = relevance(net, x, rule=formula, target=[0, 2])
+    got = relevance(net, x, rule=formula, target=[[0, 2]])
     x64 = x.astype(np.float64)
     pre = ops.convolution(x64, *p["conv"])
     logits = ops.inner_product(np.maximum(pre, 0), *p["fc"])[0]

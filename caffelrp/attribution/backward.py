@@ -19,7 +19,7 @@ image; classes are ranked by the Softmax output, else by the blob itself).
 import numpy as np
 
 from ..layers.conv import COLUMN_BUDGET
-from .lrp import _ranking_scores, _targets
+from . import targets as _targets
 
 OUTPUTS = ("logit", "probability")
 # Default memory for the batches of a gradient method (interpolated / noisy inputs): 2 GiB.
@@ -119,7 +119,8 @@ def output_blob(net, output="logit"):
 def explained_classes(net, target, output_id):
     """Per image the explained classes, after a forward pass (ranked as ``Net.relevance`` ranks)."""
     # ties of the softmax outputs (underflow to 0) are ordered by the output blob, as LRP does
-    return _targets(target, _ranking_scores(net, output_id), tie_break=net._values[output_id])
+    return _targets.resolve(target, net._values[_targets.ranking_blob(net, output_id)],
+                            tie_break=net._values[output_id])
 
 
 def _selected(net, output_id, classes):
@@ -155,14 +156,7 @@ def output_values(net, x, output_id, classes=None, target="top1"):
     return _selected(net, output_id, classes)[0], classes
 
 
-def targets_for(target, lo, hi):
-    """The part of ``target`` that concerns images lo..hi-1 (a per-image list is sliced)."""
-    if isinstance(target, (str, int, np.integer)):
-        return target
-    target = list(target)
-    if target and all(isinstance(t, (int, np.integer)) for t in target):
-        return target  # one list of classes for every image
-    return target[lo:hi]
+targets_for = _targets.per_image
 
 
 def single_input(net, x):

@@ -14,16 +14,12 @@ per-pixel channel norm of the logit times this gradient.
 """
 import numpy as np
 
+from .targets import check as check_targets
 from .backward import (batch_size, input_gradient, output_blob, output_values, single_input,
                        targets_for)
 
 
-def _check_targets(target, n):
-    if isinstance(target, (str, int, np.integer)):
-        return
-    target = list(target)
-    if target and not all(isinstance(t, (int, np.integer)) for t in target) and len(target) != n:
-        raise ValueError("%d target lists for %d images" % (len(target), n))
+_check_targets = check_targets
 
 
 def _gradients(net, x, target, output, memory_budget):

@@ -16,33 +16,37 @@ descending Caffe index down to layer 0 (spec 3):
 * LRN: lrn_backward_type 1 (not conservative, spec 2.3); the true LRN gradient for 11 / 99;
 * Split: sum of the tops; Concat: slices.
 
-Beyond the original: BatchNorm / Scale / Bias layers right after a Convolution or InnerProduct are
-folded into it (the rule sees the folded weights and the chain's output as z); standing alone they
-take the convolution rule as per-channel affine maps; Eltwise SUM splits in proportion to the
-contributions, Eltwise MAX gives all to the first maximal bottom.
+Every gradient-type behaviour (the table's "gradient"; Split and Concat always) is the layer's own
+``backward``, not a second copy here.
 
-Targets (``target``): "top5" (the original's class field -2: min(5, K) best classes together),
-"top1" (any other negative field), an int class index, or a sequence of class indices (one explanation
-of their sum; the same for every image) or a list of such sequences (one per image). Classes are
-ranked by the softmax output as the demonstrator does (by the logits if the net has no Softmax).
+Beyond the original: BatchNorm / Scale / Bias layers right after a Convolution or InnerProduct are
+folded into it (the rule sees the folded weights and forms z from them); standing alone they
+take the convolution rule as per-channel affine maps (their gradient for the gradient types);
+Eltwise SUM is a linear map with unit (coeff) weights and takes the table's "Eltwise" rule
+(epsilon with the pass's eps for the LRP types, so a join that nearly cancels cannot create
+relevance; its gradient for 11 / 99 / 26 / 166); Eltwise MAX gives all to the first maximal
+bottom.
+
+Targets (``target``): see ``caffelrp.attribution.targets`` -- "top5" (the original's class field
+-2: min(5, K) best classes together), "top1", a class index, one class per image, or one list of
+classes per image (their sum). Classes are ranked by the softmax output as the demonstrator does
+(by the logits if the net has no Softmax).
 """
 from collections import namedtuple
 
 import numpy as np
 
-from ..composites import Settings, behaviour, resolve, rule_for
+from ..composites import GRADIENT, Settings, behaviour, resolve, rule_for
 from ..errors import UnsupportedLayerError
-from ..kernels.lrn import lrn_across_backward, lrn_within_backward
-from ..kernels.pooling import ave_pool_backward, max_pool_backward
 from ..kernels.relevance import ave_pool_relevance, lrn_relevance
 from ..layers.pooling import MAX
 from ..layers.routing import EltwiseOp
+from ..rules import Backprojection
+from .targets import ranking_blob
+from .targets import resolve as resolve_targets
 from ..threads import threads_for
 
 PASS_THROUGH = {"Dropout"}
-
-# debugging aid: if set, called as _trace(layer_index, {bottom blob id: relevance}) after each layer
-_trace = None
 
 
 def _injection_layer(net, start):
@@ -68,59 +72,18 @@ def _injection_layer(net, start):
 
 
 def _ranking_scores(net, injection_top):
-    softmax = [i for i, layer in enumerate(net._layers) if layer.type == "Softmax"]
-    if softmax:
-        return net._values[net._top_ids[softmax[0]][0]]
-    return net._values[injection_top]
-
-
-def _targets(target, scores, tie_break=None):
-    """Per image, the list of explained class indices. ``tie_break``: scores (the logits) that
-    order classes whose ranking scores are equal, e.g. softmax outputs that underflow to 0 (the
-    reference's smallnet/scooter10 explains the 5th-best logit there, not the lowest index)."""
-    n = scores.shape[0]
-    flat = scores.reshape(n, -1)
-    k = flat.shape[1]
-    if isinstance(target, str):
-        if target not in ("top5", "top1"):
-            raise ValueError("target must be 'top5', 'top1', a class index or a list of them, "
-                             "got %r" % target)
-        m = min(5, k) if target == "top5" else 1
-        if tie_break is not None and tie_break.size == flat.size:
-            second = -tie_break.reshape(n, -1).astype(np.float64)
-            order = np.stack([np.lexsort((second[i], -flat[i].astype(np.float64)))
-                              for i in range(n)])
-        else:
-            order = np.argsort(-flat.astype(np.float64), axis=1, kind="stable")
-        return [list(order[i, :m]) for i in range(n)]
-    if isinstance(target, (int, np.integer)):
-        classes = [[int(target)]] * n
-    else:
-        target = list(target)
-        if target and all(isinstance(t, (int, np.integer)) for t in target):
-            classes = [[int(t) for t in target]] * n
-        else:
-            classes = [[int(t) for t in per] for per in target]
-            if len(classes) != n:
-                raise ValueError("%d target lists for %d images" % (len(classes), n))
-    for per in classes:
-        for c in per:
-            if not 0 <= c < k:
-                raise ValueError("class index %d outside [0, %d)" % (c, k))
-    return classes
+    """The values that rank the classes: the net's ranking Softmax when it ranks the injection
+    layer's outputs (same shape), else the injected values themselves."""
+    scores = net._values[ranking_blob(net, injection_top)]
+    if scores.shape != net._values[injection_top].shape:
+        return net._values[injection_top]
+    return scores
 
 
 # ------------------------------------------------------------------------- layer rules
 def _pool_geometry(layer, x):
     (kh, kw), (oh, ow) = layer.window(*x.shape[2:])
     return kh, kw, layer.pad[0], layer.pad[1], layer.stride[0], layer.stride[1], oh, ow
-
-
-def _max_pool(layer, x, r):
-    out = np.empty_like(x)
-    max_pool_backward(np.ascontiguousarray(r, dtype=np.float32), layer.argmax, out,
-                      threads_for(out.size))
-    return out
 
 
 def _ave_pool(layer, x, r):
@@ -150,33 +113,14 @@ def _lrn(layer, x, r):
     return out
 
 
-def _ave_pool_gradient(layer, x, r):
-    kh, kw, ph, pw, sh, sw, oh, ow = _pool_geometry(layer, x)
-    out = np.empty_like(x, dtype=np.float32)
-    ave_pool_backward(np.ascontiguousarray(r, dtype=np.float32), kh, kw, ph, pw, sh, sw, out,
-                      threads_for(out.size))
-    return out
-
-
-def _lrn_gradient(layer, x, y, r):
-    out = np.empty_like(x, dtype=np.float32)
-    fn = lrn_across_backward if layer.across_channels else lrn_within_backward
-    fn(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32),
-       layer.scale, np.ascontiguousarray(r, dtype=np.float32), layer.size, layer.alpha,
-       layer.beta, out, threads_for(out.size))
-    return out
-
-
-def _relu(mode, layer, x, r):
+def _relu(mode, x, r):
+    """The ReLU's LRP behaviours ("gradient" is the layer's own backward)."""
     if mode == "identity":
         return r
     if mode == "deconv":
         return np.maximum(r, 0)
     if mode == "guided":
         return np.where(x > 0, np.maximum(r, 0), np.float32(0)).astype(np.float32)
-    if mode == "gradient":
-        slope = np.float32(layer.negative_slope)
-        return np.where(x > 0, r, r * slope).astype(np.float32)
     raise ValueError("unknown ReLU behaviour %r" % mode)
 
 
@@ -285,25 +229,24 @@ def _standalone_affine(layer, x):
     return np.float32(1), layer.broadcast(x.shape, layer.blobs[0], layer.axis)
 
 
-def _eltwise(layer, xs, y, r):
-    """Eltwise SUM: split in proportion to the contributions c_k x_k / y (equal shares where
-    y == 0); MAX: all to the first maximal bottom (like max pooling)."""
-    if layer.operation == EltwiseOp.SUM:
-        nonzero = y != 0
-        ratio = np.where(nonzero, r / np.where(nonzero, y, np.float32(1)), np.float32(0))
-        even = np.where(nonzero, np.float32(0), r / np.float32(len(xs)))
-        return [(np.float32(c) * x * ratio + even).astype(np.float32)
-                for c, x in zip(layer.coeff, xs)]
-    if layer.operation == EltwiseOp.MAX:
-        taken = np.zeros(y.shape, dtype=bool)
-        out = []
-        for x in xs:
-            mine = (x == y) & ~taken
-            taken |= mine
-            out.append(np.where(mine, r, np.float32(0)).astype(np.float32))
-        return out
-    raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
-                                % (layer.index, layer.name))
+def _eltwise_sum(layer, xs, y, r, rule):
+    """Eltwise SUM as the linear map y = sum_k c_k x_k with unit (coeff) weights, one map per
+    element: the rule sees every element as one "image" of an inner product with K = #bottoms."""
+    stacked = np.stack([x.reshape(-1) for x in xs], axis=1)            # (P, K)
+    weights = np.asarray(layer.coeff, np.float32).reshape(1, -1)       # (1, K)
+    out = rule.dense(stacked, weights, None, r.reshape(-1, 1), z=y.reshape(-1, 1))
+    return [np.ascontiguousarray(out[:, k]).reshape(xs[k].shape) for k in range(len(xs))]
+
+
+def _eltwise_max(layer, xs, y, r):
+    """Eltwise MAX: all relevance to the first maximal bottom (like max pooling)."""
+    taken = np.zeros(y.shape, dtype=bool)
+    out = []
+    for x in xs:
+        mine = (x == y) & ~taken
+        taken |= mine
+        out.append(np.where(mine, r, np.float32(0)).astype(np.float32))
+    return out
 
 
 def _linear(layer, x, r, rule, W, b, z, cache):
@@ -368,6 +311,14 @@ class RelevanceResult:
         return "\n".join(lines)
 
 
+def _from_backward(layer, rel, values, bottoms, tops, r_tops):
+    """The gradient-type behaviour: the layer's own ``backward`` carries the relevance down."""
+    diffs = layer.backward([values[b] for b in bottoms], [values[t] for t in tops], r_tops)
+    for b, d in zip(bottoms, diffs):
+        if d is not None:
+            rel[b] = d
+
+
 def _per_image_sum(arrays):
     total = None
     for a in arrays:
@@ -407,7 +358,7 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     top = _injection_layer(net, start)
     inj_top = net._top_ids[top][0]
     logits = values[inj_top]
-    classes = _targets(target, _ranking_scores(net, inj_top), tie_break=logits)
+    classes = resolve_targets(target, _ranking_scores(net, inj_top), tie_break=logits)
 
     rel = {}
     for tid in net._top_ids[top]:
@@ -436,55 +387,61 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
                 t == "Concat" and len(bottoms) == 1) or i in folded:
             rel[bottoms[0]] = r_tops[0]
             applied = "folded into layer %d" % folded[i] if i in folded else "identity"
-        elif t == "Split":
-            total = r_tops[0].copy()
-            for extra in r_tops[1:]:
-                total += extra
-            rel[bottoms[0]] = total
-            applied = "sum"
-        elif t == "Concat":
-            offset = 0
-            for b in bottoms:
-                size = values[b].shape[layer.axis]
-                index = [slice(None)] * values[b].ndim
-                index[layer.axis] = slice(offset, offset + size)
-                rel[b] = np.ascontiguousarray(r_tops[0][tuple(index)])
-                offset += size
-            applied = "slice"
+        elif t in ("Split", "Concat"):
+            _from_backward(layer, rel, values, bottoms, tops, r_tops)  # routing: its gradient
+            applied = "gradient"
         elif t in ("Convolution", "InnerProduct"):
             first = input_id in bottoms
             r = rule_for(key, t, i, first=first, settings=settings)
             chain = chains.get(i, [])
             W, b, cache = _linear_parameters(net, i, chain)
-            z = values[net._top_ids[chain[-1]][0] if chain else tops[0]]
+            # a folded chain: z from the folded weights (None: the rule forms it), so that the
+            # rule's z+ and z - z+ come from the same float32 weights as in the folded twin
+            z = None if chain else values[tops[0]]
             rel[bottoms[0]] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
             applied = repr(r) + (" (+%d folded)" % len(chain) if chain else "")
         elif t in AFFINE:
             r = rule_for(key, "Convolution", i, first=input_id in bottoms, settings=settings)
-            xb = values[bottoms[0]]
-            a, c = _standalone_affine(layer, xb)
-            rel[bottoms[0]] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
-            applied = repr(r) + " (per channel)"
+            if isinstance(r, Backprojection):       # the gradient types: the layer's gradient
+                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                applied = "gradient"
+            else:
+                xb = values[bottoms[0]]
+                a, c = _standalone_affine(layer, xb)
+                rel[bottoms[0]] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
+                applied = repr(r) + " (per channel)"
         elif t == "Eltwise":
-            for b, rb in zip(bottoms, _eltwise(layer, [values[b] for b in bottoms],
-                                               values[tops[0]], r_tops[0])):
-                rel[b] = rb
-            applied = "proportional" if layer.operation == EltwiseOp.SUM else "winner"
+            join = rule_for(key, "Eltwise", i, first=input_id in bottoms, settings=settings)
+            xs, y = [values[b] for b in bottoms], values[tops[0]]
+            if join == GRADIENT:
+                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                applied = "gradient"
+            elif layer.operation == EltwiseOp.SUM:
+                for b, rb in zip(bottoms, _eltwise_sum(layer, xs, y, r_tops[0], join)):
+                    rel[b] = rb
+                applied = repr(join) + " (join)"
+            elif layer.operation == EltwiseOp.MAX:
+                for b, rb in zip(bottoms, _eltwise_max(layer, xs, y, r_tops[0])):
+                    rel[b] = rb
+                applied = "winner"
+            else:
+                raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
+                                            % (layer.index, layer.name))
         elif t == "ReLU":
-            rel[bottoms[0]] = _relu(relu_mode, layer, values[bottoms[0]], r_tops[0])
+            if relu_mode == GRADIENT:
+                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+            else:
+                rel[bottoms[0]] = _relu(relu_mode, values[bottoms[0]], r_tops[0])
             applied = relu_mode
         elif t == "Pooling":
-            xb = values[bottoms[0]]
-            if layer.method == MAX:
-                fn = _max_pool
+            if layer.method == MAX or pool_mode == GRADIENT:   # MAX: to the argmax either way
+                _from_backward(layer, rel, values, bottoms, tops, r_tops)
             else:
-                fn = _ave_pool_gradient if pool_mode == "gradient" else _ave_pool
-            rel[bottoms[0]] = fn(layer, xb, r_tops[0])
+                rel[bottoms[0]] = _ave_pool(layer, values[bottoms[0]], r_tops[0])
             applied = pool_mode
         elif t == "LRN":
-            if lrn_mode == "gradient":
-                rel[bottoms[0]] = _lrn_gradient(layer, values[bottoms[0]], values[tops[0]],
-                                                r_tops[0])
+            if lrn_mode == GRADIENT:
+                _from_backward(layer, rel, values, bottoms, tops, r_tops)
             else:
                 rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
             applied = lrn_mode
@@ -494,8 +451,6 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
         if record:
             ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
                                     _per_image_sum([rel[b] for b in bottoms])))
-        if _trace is not None:
-            _trace(i, {b: rel[b] for b in bottoms})
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
