@@ -13,8 +13,18 @@ shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its last bits 
 result for an element depends on where it lies in the call: edge kernels, blocking). Cost: a
 single-threaded product is made of several calls instead of one (BENCHMARKS.md, "determinism").
 
-A single-row product (an inner product at batch 1) is a matrix-vector product, memory-bound:
-sgemv on fixed column blocks, at any thread count.
+A single-row product with a large matrix (an inner product like fc6 at batch 1) is a
+matrix-vector product, memory-bound: sgemv on fixed column blocks, at any thread count (fc6 at
+batch 1: 34 ms, against 131 ms for sgemm, which packs the whole weight matrix first). Below
+GEMV_MIN matrix values a single row is an sgemm like any other, so small inner products round
+the same alone as in a batch (their completeness checks compare the two).
+
+Not independent of the batch size: OpenBLAS's sgemm gives a row different last bits depending
+on how many rows the call has (measured: (m x 4096) @ (4096 x 1000), 220 of row 0's 1000 values
+differ between m = 1 and m = 2; (m x 300) @ (300 x 10), 1 value between m = 2 and m = 4), and
+sgemv sums in yet another order. An inner product at batch 8 therefore rounds differently from
+the same image alone (CaffeNet relevance: 2e-6 relative, 4e-4 absolute). Full invariance would
+need one product per image in every inner-product layer (README "Fidelity").
 
 Row-major C = A @ B is computed as the column-major product C^T = B^T A^T, so no data moves.
 Sizes are int (BLAS's integer type); pointer offsets are computed in Py_ssize_t.
@@ -28,6 +38,7 @@ cdef enum:
     COLUMN_BLOCK = 256   # output columns per block (split along n)
     ROW_BLOCK = 64       # output rows per block (split along m, when m > n)
     GEMV_BLOCK = 512     # output values per matrix-vector block (m == 1)
+    GEMV_MIN = 1 << 20   # a single row uses sgemv only from this many matrix values (4 MB) on
 
 # BLAS takes int sizes: anything larger is refused rather than wrapped.
 cdef Py_ssize_t INT_MAX_SIZE = 2147483647
@@ -114,7 +125,7 @@ def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_thre
     cdef float* pc = &c[0, 0]
     cdef Py_ssize_t blocks, i, start, size, block
     cdef int incx = lda if ta == b't' else 1
-    if m == 1:
+    if m == 1 and <Py_ssize_t>k * n >= GEMV_MIN:
         # a single row (an inner product at batch 1): memory-bound, matrix-vector products
         block = GEMV_BLOCK
         blocks = (n + block - 1) // block

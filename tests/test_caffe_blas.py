@@ -21,7 +21,8 @@ from caffelrp.errors import CaffeLRPError
 
 from netutil import layer, make_net, randomize
 from test_cli_explain import explain, make_image, model  # noqa: F401  (model: a fixture)
-from test_lrp_reference import load_generator, reference_case, rel_err
+# nets, reference_weights: the seed-1 reference networks, as fixtures (shared with that module)
+from test_lrp_reference import nets, reference_case, reference_weights, rel_err  # noqa: F401
 
 DEBIAN_OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
 LIBRARY = os.environ.get("CAFFELRP_CAFFE_BLAS_TEST", DEBIAN_OPENBLAS)
@@ -58,24 +59,6 @@ def exact_mode():
         caffelrp.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def reference_nets(shared_reference, tmp_path_factory):
-    generator = load_generator(shared_reference)
-    folder = tmp_path_factory.mktemp("caffe_blas_weights")
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
-                                  .read_text())
-            path = folder / (model + ".caffemodel")
-            path.write_bytes(generator.net_param_bytes(manifest, 1))
-            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
-                                        path)
-        return cache[model]
-    return get
-
-
 def public_cases():
     reference = Path(os.environ.get("CAFFELRP_SHARED_REFERENCE",
                                     Path(__file__).resolve().parents[2] / "shared" / "reference"))
@@ -90,11 +73,11 @@ def public_cases():
 
 
 @pytest.mark.parametrize("model,image,tag", public_cases())
-def test_every_public_tag_matches_the_original(shared_reference, reference_nets, exact_mode,
+def test_every_public_tag_matches_the_original(shared_reference, nets, exact_mode,
                                                model, image, tag):
     """Whole image, no tie exemption: the padded bands agree too."""
     x, run, expected = reference_case(shared_reference, model, image, tag)
-    out = relevance(reference_nets(model), x, rule=run["relpropformulatype"],
+    out = relevance(nets(model), x, rule=run["relpropformulatype"],
                     eps=run["epsstab"], beta=run["alphabeta_beta"],
                     switch_layer=run["auxiliaryvariable_maxlayerindexforflatdistinconv"],
                     target=run["explained_classes"])
