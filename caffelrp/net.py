@@ -19,6 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
+from . import limits
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
@@ -224,6 +225,7 @@ class Net:
         self._layers, self._bottom_ids, self._top_ids = [], [], []
         for index, lp in enumerate(layer_params):
             layer_type = "Input" if lp.type in _INPUT_TYPES else lp.type
+            limits.check_layer_param(lp, index, self.source)
             layer = layer_class(layer_type)(lp, index)
             layer.check_arity(len(lp.bottom), len(lp.top))
             bottoms = []
@@ -278,12 +280,15 @@ class Net:
 
     def _infer_shapes(self, input_shapes):
         """Run every layer's setup for these input shapes (Caffe's Reshape pass)."""
-        for (_, bid, _), shape in zip(self._inputs, input_shapes):
+        for (name, bid, _), shape in zip(self._inputs, input_shapes):
+            limits.check_blob_shape(shape, "%s: input '%s'" % (self.source, name))
             self._blob_shapes[bid] = tuple(shape)
         for layer, bottoms, tops in zip(self._layers, self._bottom_ids, self._top_ids):
             if layer.is_input:
                 continue
+            limits.check_layer_shapes(layer, [self._blob_shapes[b] for b in bottoms])
             top_shapes = layer.setup([self._blob_shapes[b] for b in bottoms])
+            limits.check_top_shapes(layer, top_shapes)
             for bid, shape in zip(tops, top_shapes):
                 self._blob_shapes[bid] = shape
         self._shaped = True

@@ -7,6 +7,7 @@ crash the interpreter run in a subprocess.
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +52,16 @@ def ave_relevance_reference(x, r, k, p, s):
 
 def test_ave_relevance_huge_window_no_wrapped_malloc():
     # the prototxt: kernel 2^30+1, pad 2^30, stride 2^30-1 on an 8x8 image; the scratch
-    # plane size (2*Hp*Wp + 2*OW)*4 wrapped to 16 bytes and the kernel overran it (segfault)
+    # plane size (2*Hp*Wp + 2*OW)*4 wrapped to 16 bytes and the kernel overran it (segfault):
+    # in a subprocess so that a crash fails this test only
+    proc = subprocess.run([sys.executable, "-c", "import test_kernel_bounds as t; "
+                           "t.huge_window_case(); print('ok')"], capture_output=True, text=True,
+                          timeout=120, cwd=str(Path(__file__).parent))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode,
+                                                                   proc.stderr[-3000:])
+
+
+def huge_window_case():
     k, p, s = 1073741825, 1073741824, 1073741823
     o = pooled_size(8, k, p, s)
     assert o == 2
