@@ -31,6 +31,17 @@ def margins_intact(buf, margin=64):
     return bool(np.all(buf[:margin] == SENTINEL) and np.all(buf[-margin:] == SENTINEL))
 
 
+def subprocess_env():
+    """The environment of a child Python that imports this caffelrp and the tests' modules."""
+    import os
+    import caffelrp
+    root = str(Path(caffelrp.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, str(Path(__file__).parent),
+                                         env.get("PYTHONPATH", "")])
+    return env
+
+
 def ave_relevance_reference(x, r, k, p, s):
     """The proportional AVE rule in float64, windows clipped to the image (§2.3)."""
     n, c, h, w = x.shape
@@ -56,7 +67,7 @@ def test_ave_relevance_huge_window_no_wrapped_malloc():
     # in a subprocess so that a crash fails this test only
     proc = subprocess.run([sys.executable, "-c", "import test_kernel_bounds as t; "
                            "t.huge_window_case(); print('ok')"], capture_output=True, text=True,
-                          timeout=120, cwd=str(Path(__file__).parent))
+                          timeout=120, cwd=str(Path(__file__).parent), env=subprocess_env())
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode,
                                                                    proc.stderr[-3000:])
 
@@ -113,7 +124,7 @@ def test_col2im_huge_kernel_is_an_error_not_a_hang():
             print("ValueError", e)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ValueError col has shape"), proc.stdout
 

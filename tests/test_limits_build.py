@@ -9,6 +9,7 @@ import caffelrp
 from caffelrp.errors import CaffeLRPError, PrototxtError, ShapeError
 
 from netutil import layer, make_net, prototxt
+from test_kernel_bounds import subprocess_env
 
 
 @pytest.mark.parametrize("params, what", [
@@ -38,7 +39,7 @@ def test_huge_ave_pool_relevance_does_not_crash(tmp_path):
             "except caffelrp.errors.ShapeError as e:\n"
             "    print('ShapeError')\n" % str(path))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=subprocess_env())
     assert proc.returncode == 0 and proc.stdout.strip() == "ShapeError", (proc.returncode,
                                                                           proc.stderr[-2000:])
 
