@@ -20,6 +20,7 @@ import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
 from . import limits
+from .concurrency import serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .errors import InputShapeError, PrototxtError, ShapeError, UnsupportedLayerError, WeightsError
@@ -538,3 +539,9 @@ def _shape_text(shape):
     if shape is None:
         return "(any shape)"
     return "(N, " + ", ".join(str(d) for d in shape[1:]) + ")" if len(shape) > 1 else str(shape)
+
+
+# One net used from several threads: each pass holds the net's lock (caffelrp.concurrency).
+serialize_methods(Net, ("load_weights", "reshape", "forward", "relevance", "relevance_details",
+                        "backward", "gradient", "gradient_x_input", "smoothgrad",
+                        "integrated_gradients"))
