@@ -30,8 +30,7 @@ from .render import COLORMAPS, colorize, heatmap_scale, overlay, pixel_relevance
 USAGE_ERROR, DATA_ERROR = 2, 1
 
 
-class UsageError(Exception):
-    pass
+from .limits import UsageError, check_explain_options  # noqa: E402
 
 
 def resolve_model(model, weights):
@@ -284,6 +283,7 @@ def is_complete(out_dir, stem):
 
 def cmd_explain(args):
     method = METHODS[args.method]
+    check_explain_options(args)
     prototxt, weights = resolve_model(args.model, args.weights)
     check_weights(weights)
     target = parse_target(args.target)
@@ -306,7 +306,7 @@ def cmd_explain(args):
 
     net = load_net(prototxt, weights)
     in_h, in_w = image_input(net)
-    base = args.base_size or default_base_size(in_h, in_w)
+    base = args.base_size if args.base_size is not None else default_base_size(in_h, in_w)
     if base < max(in_h, in_w):
         raise UsageError("--base-size %d is smaller than the network input %dx%d"
                          % (base, in_w, in_h))

@@ -154,3 +154,97 @@ def count_arg(value, name, lo=1, hi=None, hint=""):
         raise UsageError("%s must be <= %d, got %d%s" % (name, hi, value, hint))
     return value
 
+
+
+def limit(name):
+    """The bound ``name`` (e.g. "MAX_BASE_SIZE"): environment variable CAFFELRP_<name> if set,
+    else the default of this module."""
+    import os
+    text = os.environ.get("CAFFELRP_" + name)
+    if not text:
+        return globals()[name]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError("CAFFELRP_%s must be a positive integer, got %r" % (name, text))
+    return value
+
+
+def _raise_hint(name):
+    return " (the limit; set CAFFELRP_%s to raise it)" % name
+
+
+# -- the arguments of the library calls and the CLI ---------------------------------------------
+def check_lrp_arguments(eps, beta, bounds=None, gamma=None):
+    """Net.relevance: finite eps >= 0 and beta >= 0, a (low, high) pair of finite bounds."""
+    in_range(eps, "eps", lo=0)
+    in_range(beta, "beta", lo=0)
+    if gamma is not None:
+        in_range(gamma, "gamma", lo=0)
+    if bounds is not None:
+        check_pair(bounds, "bounds")
+
+
+def check_pair(pair, name):
+    """(low, high): two finite numbers (arrays per channel are allowed for each)."""
+    import numpy as np
+    try:
+        n = len(pair)
+    except TypeError:
+        n = -1
+    if n != 2:
+        raise UsageError("%s must be a pair (low, high), got %r" % (name, pair))
+    for v in pair:
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UsageError("%s must hold numbers, got %r" % (name, pair)) from None
+        if not np.all(np.isfinite(a)):
+            raise UsageError("%s must be finite, got %r" % (name, pair))
+
+
+def check_ig_arguments(steps, tol, max_steps):
+    cap = limit("MAX_IG_STEPS")
+    if not isinstance(steps, str):
+        count_arg(steps, "steps", 1, cap, _raise_hint("MAX_IG_STEPS"))
+    in_range(tol, "tol", lo=0, lo_open=True)
+    count_arg(max_steps, "max_steps", 1, cap, _raise_hint("MAX_IG_STEPS"))
+
+
+def check_smoothgrad_arguments(samples, noise, input_range=None):
+    count_arg(samples, "samples", 1, limit("MAX_SAMPLES"), _raise_hint("MAX_SAMPLES"))
+    in_range(noise, "noise", lo=0)
+    if input_range is not None:
+        check_pair(input_range, "input_range")
+
+
+def check_explain_options(args):
+    """``explain``'s options, before any image is read: usage errors (exit 2), not one failure
+    per image. Options a method does not have are skipped."""
+    def opt(name):
+        return getattr(args, name, None)
+
+    if opt("base_size") is not None:
+        count_arg(args.base_size, "--base-size", 1, limit("MAX_BASE_SIZE"),
+                  _raise_hint("MAX_BASE_SIZE"))
+    if opt("eps") is not None:
+        in_range(args.eps, "--eps", lo=0)
+    if opt("beta") is not None:
+        in_range(args.beta, "--beta", lo=0)
+    if opt("samples") is not None:
+        count_arg(args.samples, "--samples", 1, limit("MAX_SAMPLES"), _raise_hint("MAX_SAMPLES"))
+    if opt("noise") is not None:
+        in_range(args.noise, "--noise", lo=0)
+    if opt("steps") is not None and not isinstance(args.steps, str):
+        count_arg(args.steps, "--steps", 1, limit("MAX_IG_STEPS"), _raise_hint("MAX_IG_STEPS"))
+    if opt("tol") is not None:
+        in_range(args.tol, "--tol", lo=0, lo_open=True)
+    if opt("max_steps") is not None:
+        count_arg(args.max_steps, "--max-steps", 1, limit("MAX_IG_STEPS"),
+                  _raise_hint("MAX_IG_STEPS"))
+    if opt("scale") is not None:
+        in_range(args.scale, "--scale", lo=0, lo_open=True)
+    if opt("overlay_alpha") is not None:
+        in_range(args.overlay_alpha, "--overlay-alpha", lo=0, hi=1)

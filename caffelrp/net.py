@@ -423,6 +423,7 @@ class Net:
         See ``caffelrp.attribution.lrp``; ``relevance_details`` also returns every blob's
         relevance and the conservation ledger.
         """
+        limits.check_lrp_arguments(eps, beta, bounds, gamma)
         return _lrp_relevance(self, x, rule=rule, eps=eps, beta=beta, switch_layer=switch_layer,
                               target=target, start=start, gamma=gamma, mean=mean, bounds=bounds)
 
@@ -431,6 +432,7 @@ class Net:
         """``relevance`` with everything it computed: a ``RelevanceResult`` with ``input`` (what
         ``relevance`` returns), ``classes``, ``injected``, ``blobs`` ({blob name: relevance})
         and ``ledger`` (per layer, the relevance arriving and leaving; ``ledger_text()``)."""
+        limits.check_lrp_arguments(eps, beta, bounds, gamma)
         return _lrp_relevance_details(self, x, rule=rule, eps=eps, beta=beta,
                                       switch_layer=switch_layer, target=target, start=start,
                                       gamma=gamma, mean=mean, bounds=bounds)
@@ -507,6 +509,7 @@ class Net:
         """SmoothGrad (Smilkov et al. 2017): (mean gradient over ``samples`` noisy copies, info);
         noise sigma = ``noise`` * the input range. See ``caffelrp.attribution.gradients``."""
         from .attribution.gradients import smoothgrad
+        limits.check_smoothgrad_arguments(samples, noise, input_range)
         return smoothgrad(self, x, target, samples, noise, seed, input_range, output,
                           memory_budget)
 
@@ -521,6 +524,7 @@ class Net:
         Further ``options``: ``start_steps``, ``output``, ``memory_budget``, ``seed``,
         ``blur_sigma``. See ``caffelrp.attribution.integrated_gradients``."""
         from .attribution.integrated_gradients import integrated_gradients
+        limits.check_ig_arguments(steps, tol, max_steps)
         return integrated_gradients(self, x, target=target, baseline=baseline, mean=mean,
                                     steps=steps, tol=tol, rule=rule, max_steps=max_steps,
                                     **options)
