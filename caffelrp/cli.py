@@ -25,6 +25,7 @@ from .files import file_sha256, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
 from .threads import set_num_threads
+from .limits import UsageError, check_explain_options
 from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
                          read_image, read_mean_file, toolbox_preprocess)
 from .render import (COLORMAPS, OVERLAY_CLIP, colorize, heatmap_scale, overlay, overlay_scale,
@@ -32,10 +33,6 @@ from .render import (COLORMAPS, OVERLAY_CLIP, colorize, heatmap_scale, overlay, 
 
 USAGE_ERROR, DATA_ERROR = 2, 1
 INTERRUPTED = 130     # 128 + SIGINT, as shells report a Ctrl-C
-
-
-class UsageError(Exception):
-    pass
 
 
 def resolve_model(model, weights, verify=True):
@@ -563,6 +560,7 @@ def check_method_options(args):
 def cmd_explain(args):
     method = METHODS[args.method]
     check_method_options(args)
+    check_explain_options(args)
     prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
     check_weights(weights)
     target = parse_target(args.target)

@@ -20,6 +20,8 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
+from . import limits
+from .concurrency import serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .blob import ParamList, blob_view
@@ -244,6 +246,7 @@ class Net:
         self._layers, self._bottom_ids, self._top_ids = [], [], []
         for index, lp in enumerate(layer_params):
             layer_type = "Input" if lp.type in _INPUT_TYPES else lp.type
+            limits.check_layer_param(lp, index, self.source)
             layer = layer_class(layer_type)(lp, index)
             layer.check_arity(len(lp.bottom), len(lp.top))
             bottoms = []
@@ -298,12 +301,15 @@ class Net:
 
     def _infer_shapes(self, input_shapes):
         """Run every layer's setup for these input shapes (Caffe's Reshape pass)."""
-        for (_, bid, _), shape in zip(self._inputs, input_shapes):
+        for (name, bid, _), shape in zip(self._inputs, input_shapes):
+            limits.check_blob_shape(shape, "%s: input '%s'" % (self.source, name))
             self._blob_shapes[bid] = tuple(shape)
         for layer, bottoms, tops in zip(self._layers, self._bottom_ids, self._top_ids):
             if layer.is_input:
                 continue
+            limits.check_layer_shapes(layer, [self._blob_shapes[b] for b in bottoms])
             top_shapes = layer.setup([self._blob_shapes[b] for b in bottoms])
+            limits.check_top_shapes(layer, top_shapes)
             for bid, shape in zip(tops, top_shapes):
                 self._blob_shapes[bid] = shape
         self._shaped = True
@@ -470,6 +476,7 @@ class Net:
         See ``caffelrp.attribution.lrp``; ``relevance_details`` also returns every blob's
         relevance and the conservation ledger.
         """
+        limits.check_lrp_arguments(eps, beta, bounds, gamma)
         return _lrp_relevance(self, x, rule=rule, eps=eps, beta=beta, switch_layer=switch_layer,
                               target=target, start=start, gamma=gamma, mean=mean, bounds=bounds)
 
@@ -479,6 +486,7 @@ class Net:
         """``relevance`` with everything it computed: a ``RelevanceResult`` with ``input`` (what
         ``relevance`` returns), ``classes``, ``injected``, ``blobs`` ({blob name: relevance})
         and ``ledger`` (per layer, the relevance arriving and leaving; ``ledger_text()``)."""
+        limits.check_lrp_arguments(eps, beta, bounds, gamma)
         return _lrp_relevance_details(self, x, rule=rule, eps=eps, beta=beta,
                                       switch_layer=switch_layer, target=target, start=start,
                                       gamma=gamma, mean=mean, bounds=bounds)
@@ -568,6 +576,7 @@ class Net:
         Afterwards ``blobs`` describe the input of the last ``forward`` again, not the noisy
         copies."""
         from .attribution.gradients import smoothgrad
+        limits.check_smoothgrad_arguments(samples, noise, input_range)
         return self._keeping_forward_state(lambda: smoothgrad(
             self, x, target, samples, noise, seed, input_range, output, memory_budget))
 
@@ -584,6 +593,7 @@ class Net:
         ``blur_sigma``. See ``caffelrp.attribution.integrated_gradients``. Afterwards ``blobs``
         describe the input of the last ``forward`` again, not the interpolated inputs."""
         from .attribution.integrated_gradients import integrated_gradients
+        limits.check_ig_arguments(steps, tol, max_steps)
         return self._keeping_forward_state(lambda: integrated_gradients(
             self, x, target=target, baseline=baseline, mean=mean, steps=steps, tol=tol, rule=rule,
             max_steps=max_steps, **options))
@@ -615,3 +625,9 @@ def _shape_text(shape):
     if shape is None:
         return "(any shape)"
     return "(N, " + ", ".join(str(d) for d in shape[1:]) + ")" if len(shape) > 1 else str(shape)
+
+
+# One net used from several threads: each pass holds the net's lock (caffelrp.concurrency).
+serialize_methods(Net, ("load_weights", "reshape", "forward", "relevance", "relevance_details",
+                        "backward", "gradient", "gradient_x_input", "smoothgrad",
+                        "integrated_gradients"))

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import CaffeLRPError
 from .files import file_sha256 as _file_sha256
+from .imageio import ImageError, read_rgb  # noqa: F401  (ImageError: re-exported, its old home)
 
 # The ImageNet mean pixel of the BVLC models, BGR (caffe-format.md §4.1).
 BVLC_MEAN_BGR = (104.00699, 116.66877, 122.67891)
@@ -31,33 +32,14 @@ QUANTUM_RANGE = 65535.0   # ImageMagick Q16, as the official build links (spec 1
 _EPSILON = 1e-15          # MagickEpsilon of ImageMagick 6
 
 
-class ImageError(CaffeLRPError):
-    """An image file cannot be read or used."""
-
-
 class MeanError(CaffeLRPError):
     """A mean file or mean value cannot be used."""
 
 
 # ------------------------------------------------------------------------------- reading
 def load_rgb(path):
-    """The image as float32 H x W x 3 RGB in 0..255 (any mode Pillow converts; for ``classify``)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("RGB", "L", "RGBA", "P", "CMYK", "I;16", "I", "F", "LA"):
-                raise ImageError("%s: unsupported image mode %s" % (path, img.mode))
-            if img.mode in ("I;16", "I", "F"):
-                raise ImageError("%s: %s images (16-bit or float) are not supported; convert "
-                                 "to 8-bit RGB" % (path, img.mode))
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError("%s: no such file" % path) from None
-    except UnidentifiedImageError:
-        raise ImageError("%s: not an image file Pillow can read" % path) from None
-    except OSError as e:
-        raise ImageError("%s: cannot read image: %s" % (path, e)) from None
-    return np.asarray(rgb, dtype=np.float32)
+    """The image as float32 H x W x 3 RGB in 0..255 (any 8-bit mode; for ``classify``)."""
+    return read_rgb(path, strict=False)[0].astype(np.float32)
 
 
 @dataclass
@@ -68,63 +50,17 @@ class SourceImage:
     palette: bool = False    # ImageMagick reads palette images as PseudoClass: Mitchell filter
 
 
-def _bit_depths(img):
-    """Raw modes of the decoder tiles (e.g. 'RGB;16B' for a 16-bit PNG that Pillow would
-    silently cut to 8 bits)."""
-    modes = []
-    for tile in getattr(img, "tile", None) or []:
-        args = tile[3] if len(tile) > 3 else None
-        raw = args[0] if isinstance(args, tuple) and args else args
-        if isinstance(raw, str):
-            modes.append(raw)
-    return modes
-
-
 def read_image(path):
-    """Read an 8-bit RGB (or palette) image for the toolbox pipeline.
+    """Read an 8-bit RGB (or palette) image for the toolbox pipeline (caffelrp.imageio).
 
-    Refused with an ImageError naming the file: missing or unreadable files, grayscale, images with
-    an alpha channel or a transparent palette colour, 16-bit and float images, CMYK. The original
-    would convert some of these on its own terms (spec 1.6 step 3: grey duplicated, alpha dropped
-    without compositing); caffelrp asks for an explicit RGB file instead (issue 4, bad input).
+    Refused with an ImageError naming the file: missing, non-regular or unreadable files, images
+    over the pixel limit, grayscale, images with an alpha channel or a transparent palette
+    colour, 16-bit and float images, CMYK. The original would convert some of these on its own
+    terms (spec 1.6 step 3: grey duplicated, alpha dropped without compositing); caffelrp asks
+    for an explicit RGB file instead (issue 4, bad input).
     """
-    path = str(path)
-    if Path(path).is_dir():
-        raise ImageError("%s: is a directory, not an image" % path)
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if any(";16" in m or m in ("I", "F") for m in _bit_depths(img)) or mode in (
-                    "I;16", "I;16B", "I;16L", "I", "F"):
-                raise ImageError("%s: 16-bit or float image (mode %s); caffelrp explains 8-bit "
-                                 "RGB images: convert it to 8-bit RGB first" % (path, mode))
-            if mode in ("L", "LA", "1", "La"):
-                raise ImageError("%s: grayscale image (mode %s); caffelrp explains RGB images: "
-                                 "convert it to RGB first" % (path, mode))
-            if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
-                raise ImageError("%s: image with an alpha channel (mode %s); flatten it onto a "
-                                 "background and save it as RGB first" % (path, mode))
-            if mode not in ("RGB", "P"):
-                raise ImageError("%s: unsupported image mode %s; convert it to 8-bit RGB first"
-                                 % (path, mode))
-            img.load()
-            if mode == "P":
-                pal = img.getpalette() or []
-                grey = len(pal) >= 3 and all(pal[i] == pal[i + 1] == pal[i + 2]
-                                             for i in range(0, len(pal), 3))
-                if grey:
-                    raise ImageError("%s: grayscale image (palette of greys); caffelrp explains "
-                                     "RGB images: convert it to RGB first" % path)
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageError("%s: no such file" % path) from None
-    except PermissionError:
-        raise ImageError("%s: permission denied" % path) from None
-    except UnidentifiedImageError:
-        raise ImageError("%s: not an image file (or a format Pillow cannot read)" % path) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError("%s: cannot read image: %s" % (path, e)) from None
-    return SourceImage(path, rgb, palette=(mode == "P"))
+    rgb, palette = read_rgb(path, strict=True)
+    return SourceImage(str(path), rgb, palette=palette)
 
 
 # ------------------------------------------------------------------- ImageMagick resize

@@ -22,6 +22,8 @@ there are no write races and the results do not depend on ``num_threads``.
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
+from kernel_limits cimport check_int_range
+
 
 cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t extent,
                               Py_ssize_t n_out, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
@@ -122,23 +124,34 @@ cdef void _col2im_plane(const float* colp, Py_ssize_t ld, Py_ssize_t H, Py_ssize
                         dst[ow * sw] += srcc[ow]
 
 
-cdef int _check_geometry(int kh, int kw, int ph, int pw, int sh, int sw, int dh, int dw,
-                         int OH, int OW) except -1:
-    if kh < 1 or kw < 1:
-        raise ValueError("kernel size must be >= 1, got (%d, %d)" % (kh, kw))
-    if sh < 1 or sw < 1:
-        raise ValueError("stride must be >= 1, got (%d, %d)" % (sh, sw))
-    if dh < 1 or dw < 1:
-        raise ValueError("dilation must be >= 1, got (%d, %d)" % (dh, dw))
-    if ph < 0 or pw < 0:
-        raise ValueError("pad must be >= 0, got (%d, %d)" % (ph, pw))
-    if OH < 0 or OW < 0:
-        raise ValueError("output size must be >= 0, got (%d, %d)" % (OH, OW))
+cdef int _check_geometry(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                         Py_ssize_t OH, Py_ssize_t OW) except -1:
+    # Caffe's int range for every value: then u*dh, oh*sh, c*kh*kw*ld ... fit Py_ssize_t
+    check_int_range("kernel height", kh, 1)
+    check_int_range("kernel width", kw, 1)
+    check_int_range("stride height", sh, 1)
+    check_int_range("stride width", sw, 1)
+    check_int_range("dilation height", dh, 1)
+    check_int_range("dilation width", dw, 1)
+    check_int_range("pad height", ph, 0)
+    check_int_range("pad width", pw, 0)
+    check_int_range("output height", OH, 0)
+    check_int_range("output width", OW, 0)
     return 0
 
 
-def im2col(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw, int sh, int sw,
-           int dh, int dw, int OH, int OW, float[:, ::1] col, int num_threads):
+def _check_col(col_shape, C, N, kh, kw, OH, OW):
+    """The column matrix must be (C*kh*kw, N*OH*OW), compared in Python integers (no wrap)."""
+    rows, cols = int(C) * int(kh) * int(kw), int(N) * int(OH) * int(OW)
+    if col_shape[0] != rows or col_shape[1] != cols:
+        raise ValueError("col has shape (%d, %d), expected (%d, %d)"
+                         % (col_shape[0], col_shape[1], rows, cols))
+
+
+def im2col(const float[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+           Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+           Py_ssize_t OH, Py_ssize_t OW, float[:, ::1] col, int num_threads):
     """im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, OH, OW, col, num_threads) -> None
 
     x: float32 C-contiguous (N, C, H, W). col: float32 C-contiguous (C*kh*kw, N*OH*OW),
@@ -147,9 +160,7 @@ def im2col(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw, int sh, 
     """
     _check_geometry(kh, kw, ph, pw, sh, sw, dh, dw, OH, OW)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    if col.shape[0] != C * kh * kw or col.shape[1] != N * OH * OW:
-        raise ValueError("col has shape (%d, %d), expected (%d, %d)"
-                         % (col.shape[0], col.shape[1], C * kh * kw, N * OH * OW))
+    _check_col((col.shape[0], col.shape[1]), C, N, kh, kw, OH, OW)
     if num_threads < 1:
         num_threads = 1
     cdef Py_ssize_t P = N * C, p, n, c
@@ -166,9 +177,10 @@ def im2col(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw, int sh, 
                       cbase + c * K * ld + n * OH * OW, ld)
 
 
-def col2im(const float[:, ::1] col, int N, int C, int H, int W, int kh, int kw, int ph, int pw,
-           int sh, int sw, int dh, int dw, int OH, int OW, float[:, :, :, ::1] x_out,
-           int num_threads):
+def col2im(const float[:, ::1] col, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh,
+           Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW,
+           float[:, :, :, ::1] x_out, int num_threads):
     """col2im(col, N, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw, OH, OW, x_out, num_threads) -> None
 
     The adjoint of im2col: x_out (float32 C-contiguous (N, C, H, W)) is overwritten with, for
@@ -181,15 +193,13 @@ def col2im(const float[:, ::1] col, int N, int C, int H, int W, int kh, int kw, 
         raise ValueError("x_out has shape (%d, %d, %d, %d), expected (%d, %d, %d, %d)"
                          % (x_out.shape[0], x_out.shape[1], x_out.shape[2], x_out.shape[3],
                             N, C, H, W))
-    if col.shape[0] != C * kh * kw or col.shape[1] != N * OH * OW:
-        raise ValueError("col has shape (%d, %d), expected (%d, %d)"
-                         % (col.shape[0], col.shape[1], C * kh * kw, N * OH * OW))
+    _check_col((col.shape[0], col.shape[1]), C, N, kh, kw, OH, OW)
     if num_threads < 1:
         num_threads = 1
-    cdef Py_ssize_t P = <Py_ssize_t>N * C, p, n, c
-    cdef Py_ssize_t ld = <Py_ssize_t>N * OH * OW
+    cdef Py_ssize_t P = N * C, p, n, c
+    cdef Py_ssize_t ld = N * OH * OW
     cdef Py_ssize_t K = kh * kw
-    cdef Py_ssize_t HW = <Py_ssize_t>H * W
+    cdef Py_ssize_t HW = H * W
     if P == 0 or HW == 0:
         return
     cdef float* xbase = &x_out[0, 0, 0, 0]

@@ -22,6 +22,8 @@ from cython.parallel cimport prange
 from libc.float cimport FLT_MAX
 from libc.string cimport memset
 
+from kernel_limits cimport check_int_range
+
 
 def pooled_size(in_, k, pad, stride):
     """Caffe 1.0 pooling output size along one axis (ceil mode, caffe-format.md §3.3).
@@ -68,13 +70,15 @@ def conv_out_size(in_, k, pad, stride, dilation=1):
     return q + 1
 
 
-cdef int _check_geometry(int kh, int kw, int ph, int pw, int sh, int sw) except -1:
-    if kh < 1 or kw < 1:
-        raise ValueError("kernel size must be >= 1, got (%d, %d)" % (kh, kw))
-    if sh < 1 or sw < 1:
-        raise ValueError("stride must be >= 1, got (%d, %d)" % (sh, sw))
-    if ph < 0 or pw < 0:
-        raise ValueError("pad must be >= 0, got (%d, %d)" % (ph, pw))
+cdef int _check_geometry(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t sh, Py_ssize_t sw) except -1:
+    # Caffe's int range for every value: all window arithmetic then fits Py_ssize_t
+    check_int_range("kernel height", kh, 1)
+    check_int_range("kernel width", kw, 1)
+    check_int_range("stride height", sh, 1)
+    check_int_range("stride width", sw, 1)
+    check_int_range("pad height", ph, 0)
+    check_int_range("pad width", pw, 0)
     return 0
 
 
@@ -119,9 +123,9 @@ cdef void _max_fwd_plane(const float* xp, Py_ssize_t H, Py_ssize_t W,
             ap[oh * OW + ow] = <int>best
 
 
-def max_pool_forward(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw, int sh, int sw,
-                     int OH, int OW, float[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
-                     int num_threads):
+def max_pool_forward(const float[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                     Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t OH, Py_ssize_t OW,
+                     float[:, :, :, ::1] y, int[:, :, :, ::1] argmax, int num_threads):
     """max_pool_forward(x, kh, kw, ph, pw, sh, sw, OH, OW, y, argmax, num_threads) -> None
 
     x float32 (N, C, H, W); y float32 and argmax int32 (N, C, OH, OW), both overwritten.
@@ -137,7 +141,7 @@ def max_pool_forward(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw
         raise ValueError("plane too large for int32 argmax")
     if num_threads < 1:
         num_threads = 1
-    cdef Py_ssize_t P = N * C, p, HW = H * W, OHW = <Py_ssize_t>OH * OW
+    cdef Py_ssize_t P = N * C, p, HW = H * W, OHW = OH * OW
     if P == 0 or OHW == 0:
         return
     cdef const float* xb = &x[0, 0, 0, 0]
@@ -262,8 +266,9 @@ cdef void _ave_bwd_plane(const float* dyp, Py_ssize_t H, Py_ssize_t W,
                     dxp[h * W + w] = dxp[h * W + w] + g
 
 
-def ave_pool_forward(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw, int sh, int sw,
-                     int OH, int OW, float[:, :, :, ::1] y, int num_threads):
+def ave_pool_forward(const float[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                     Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t OH, Py_ssize_t OW,
+                     float[:, :, :, ::1] y, int num_threads):
     """ave_pool_forward(x, kh, kw, ph, pw, sh, sw, OH, OW, y, num_threads) -> None
 
     x float32 (N, C, H, W); y float32 (N, C, OH, OW) overwritten with Caffe's AVE pooling
@@ -275,7 +280,7 @@ def ave_pool_forward(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw
         raise ValueError("y must have shape (%d, %d, %d, %d)" % (N, C, OH, OW))
     if num_threads < 1:
         num_threads = 1
-    cdef Py_ssize_t P = N * C, p, HW = H * W, OHW = <Py_ssize_t>OH * OW
+    cdef Py_ssize_t P = N * C, p, HW = H * W, OHW = OH * OW
     if P == 0 or OHW == 0:
         return
     cdef const float* xb = &x[0, 0, 0, 0]
@@ -284,8 +289,9 @@ def ave_pool_forward(const float[:, :, :, ::1] x, int kh, int kw, int ph, int pw
         _ave_fwd_plane(xb + p * HW, H, W, kh, kw, ph, pw, sh, sw, OH, OW, yb + p * OHW)
 
 
-def ave_pool_backward(const float[:, :, :, ::1] dy, int kh, int kw, int ph, int pw, int sh,
-                      int sw, float[:, :, :, ::1] dx, int num_threads):
+def ave_pool_backward(const float[:, :, :, ::1] dy, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                      Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw, float[:, :, :, ::1] dx,
+                      int num_threads):
     """ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx, num_threads) -> None
 
     The exact adjoint of ave_pool_forward: dx float32 (N, C, H, W) is overwritten with

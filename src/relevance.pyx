@@ -52,6 +52,8 @@ from libc.math cimport fabsf, powf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from kernel_limits cimport check_int_range, checked_mul, checked_mul_nogil
+
 cdef enum:
     BLK = 256     # spatial positions per LRN task (one L1-sized strip per channel)
 
@@ -109,14 +111,69 @@ cdef int _ave_rel_plane_disjoint(const float* xp, const float* rp, float* outp, 
     return 0
 
 
+cdef int _ave_rel_plane_clipped(const float* xp, const float* rp, float* outp, float* s,
+                                float* ratio, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                                Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh,
+                                Py_ssize_t sw, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    # Overlapping windows whose zero-padded scratch plane would be far larger than the image
+    # (kernel and pad near Caffe's int limit): every cell receives its contributions in the
+    # order of _ave_rel_plane (windows by descending row, then ascending window column), with
+    # the padding cells skipped instead of stored; those are zeros there, which add nothing to
+    # S_j and receive nothing, so the results are the same. Work ~ OH*OW*window-in-image.
+    cdef Py_ssize_t oh, ow, h, w, u, u0, u1, w0, w1
+    memset(outp, 0, H * W * sizeof(float))
+    oh = OH - 1
+    while oh >= 0:
+        u0 = ph - oh * sh
+        if u0 < 0:
+            u0 = 0
+        u1 = H + ph - oh * sh
+        if u1 > kh:
+            u1 = kh
+        # S_j: per window, row-major over its cells in the image
+        for ow in range(OW):
+            w0 = ow * sw - pw
+            w1 = w0 + kw
+            if w0 < 0:
+                w0 = 0
+            if w1 > W:
+                w1 = W
+            s[ow] = 0.0
+            for u in range(u0, u1):
+                h = oh * sh - ph + u
+                for w in range(w0, w1):
+                    s[ow] = s[ow] + xp[h * W + w]
+            if fabsf(s[ow]) >= <float>1e-6:
+                ratio[ow] = rp[oh * OW + ow] / s[ow]
+            else:
+                ratio[ow] = 1.0                   # original-lrp.md §2.3: adds x_i itself
+        # within one window row a cell hears from several columns ow, in ascending window
+        # column v = w + pw - ow*sw, i.e. descending ow: the padded loops' order
+        for u in range(u0, u1):
+            h = oh * sh - ph + u
+            ow = OW - 1
+            while ow >= 0:
+                w0 = ow * sw - pw
+                w1 = w0 + kw
+                if w0 < 0:
+                    w0 = 0
+                if w1 > W:
+                    w1 = W
+                for w in range(w0, w1):
+                    outp[h * W + w] = outp[h * W + w] + xp[h * W + w] * ratio[ow]
+                ow -= 1
+        oh -= 1
+    return 0
+
+
 cdef int _ave_rel_plane(const float* xp, const float* rp, float* outp, Py_ssize_t H,
                         Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t OH,
-                        Py_ssize_t OW) noexcept nogil:
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t OH, Py_ssize_t OW,
+                        Py_ssize_t Hp, Py_ssize_t Wp) noexcept nogil:
     # The plane is copied into a zero-padded scratch plane covering every window, so that the
     # inner loops run over the output columns without clipping (and vectorise); the zeros add
     # nothing to S_j (the window sum is still row-major over the window) nor to R.
-    cdef Py_ssize_t Hp = (OH - 1) * sh + kh, Wp = (OW - 1) * sw + kw
+    # Hp, Wp: the scratch plane, sized (with checked products) by ave_pool_relevance
     cdef Py_ssize_t oh, ow, h, u, v
     cdef float* xpad
     cdef float* opad
@@ -126,10 +183,6 @@ cdef int _ave_rel_plane(const float* xp, const float* rp, float* outp, Py_ssize_
     cdef const float* rv
     cdef float* orow
     cdef float* orv
-    if Hp < H + ph:
-        Hp = H + ph
-    if Wp < W + pw:
-        Wp = W + pw
     xpad = <float*>malloc((2 * Hp * Wp + 2 * OW) * sizeof(float))
     if xpad == NULL:
         return -1
@@ -180,23 +233,29 @@ cdef int _ave_rel_plane(const float* xp, const float* rp, float* outp, Py_ssize_
     return 0
 
 
-def ave_pool_relevance(const float[:, :, :, ::1] x, const float[:, :, :, ::1] r, int kh, int kw,
-                       int ph, int pw, int sh, int sw, float[:, :, :, ::1] out,
-                       int num_threads):
+def ave_pool_relevance(const float[:, :, :, ::1] x, const float[:, :, :, ::1] r, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw,
+                       float[:, :, :, ::1] out, int num_threads):
     """ave_pool_relevance(x, r, kh, kw, ph, pw, sh, sw, out, num_threads) -> None
 
     x: the pooling's input (N, C, H, W); r: the relevance of its output (N, C, OH, OW);
     out (N, C, H, W) is overwritten with the input relevance (proportional rule, §2.3).
     """
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError("invalid pooling geometry: kernel (%d, %d) pad (%d, %d) stride (%d, %d)"
-                         % (kh, kw, ph, pw, sh, sw))
+    # Caffe's int range for every value: window arithmetic then fits Py_ssize_t
+    check_int_range("kernel height", kh, 1)
+    check_int_range("kernel width", kw, 1)
+    check_int_range("stride height", sh, 1)
+    check_int_range("stride width", sw, 1)
+    check_int_range("pad height", ph, 0)
+    check_int_range("pad width", pw, 0)
     _check_same(&x.shape[0], &out.shape[0], "out")
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = r.shape[2], OW = r.shape[3]
     if r.shape[0] != N or r.shape[1] != C:
         raise ValueError("r has batch/channel dims (%d, %d), expected (%d, %d)"
                          % (r.shape[0], r.shape[1], N, C))
+    check_int_range("output height", OH, 0)
+    check_int_range("output width", OW, 0)
     if num_threads < 1:
         num_threads = 1
     cdef Py_ssize_t P = N * C, p, HW = H * W, OHW = OH * OW
@@ -211,13 +270,37 @@ def ave_pool_relevance(const float[:, :, :, ::1] x, const float[:, :, :, ::1] r,
         return
     rb = &r[0, 0, 0, 0]
     cdef bint disjoint = (sh >= kh or OH == 1) and (sw >= kw or OW == 1)
-    for p in prange(P, nogil=True, schedule='static', num_threads=num_threads):
-        if disjoint:
-            _ave_rel_plane_disjoint(xb + p * HW, rb + p * OHW, ob + p * HW, H, W, kh, kw, ph, pw,
-                                    sh, sw, OH, OW)
-        elif _ave_rel_plane(xb + p * HW, rb + p * OHW, ob + p * HW, H, W, kh, kw, ph, pw, sh,
-                            sw, OH, OW) != 0:
-            failed += 1
+    # the zero-padded scratch plane covers every window: Hp x Wp, checked products (a kernel
+    # near 2^30 with a pad near 2^30 would otherwise wrap the malloc size to a few bytes)
+    cdef Py_ssize_t Hp = (OH - 1) * sh + kh, Wp = (OW - 1) * sw + kw, HpWp, scratch
+    if Hp < H + ph:
+        Hp = H + ph
+    if Wp < W + pw:
+        Wp = W + pw
+    HpWp = checked_mul_nogil(Hp, Wp)
+    # use it only while it is a small multiple of the image; else the clipped loops
+    cdef bint padded = 0 <= HpWp <= 4 * HW + (1 << 20)
+    cdef float* sbuf = NULL
+    if not disjoint and not padded:
+        # s and ratio of the clipped loops, one pair per thread (indexed by the plane's thread)
+        sbuf = <float*>malloc(checked_mul(checked_mul(2, OW), P) * sizeof(float))
+        if sbuf == NULL:
+            raise MemoryError("ave_pool_relevance: cannot allocate %d floats" % (2 * OW * P))
+    try:
+        for p in prange(P, nogil=True, schedule='static', num_threads=num_threads):
+            if disjoint:
+                _ave_rel_plane_disjoint(xb + p * HW, rb + p * OHW, ob + p * HW, H, W, kh, kw,
+                                        ph, pw, sh, sw, OH, OW)
+            elif padded:
+                if _ave_rel_plane(xb + p * HW, rb + p * OHW, ob + p * HW, H, W, kh, kw, ph, pw,
+                                  sh, sw, OH, OW, Hp, Wp) != 0:
+                    failed += 1
+            else:
+                _ave_rel_plane_clipped(xb + p * HW, rb + p * OHW, ob + p * HW,
+                                       sbuf + 2 * OW * p, sbuf + 2 * OW * p + OW, H, W, kh, kw,
+                                       ph, pw, sh, sw, OH, OW)
+    finally:
+        free(sbuf)
     if failed:
         raise MemoryError("ave_pool_relevance: cannot allocate a scratch plane")
 

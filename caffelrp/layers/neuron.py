@@ -181,6 +181,8 @@ class Log(Neuron):
         lp = param.log_param
         if lp.base != -1 and lp.base <= 0:
             raise self.config_error("log_param.base must be -1 (e) or positive, got %g" % lp.base)
+        if lp.base == 1:  # Caffe: CHECK(!isinf(1 / log(base)))
+            raise self.config_error("log_param.base 1 has no logarithm (1 / log(1) is infinite)")
         self.scale, self.shift = lp.scale, lp.shift
         self.base_scale = 1.0 / _base_log(lp.base)
 
