@@ -84,7 +84,7 @@ def run_ours(net, x, run):
     out, classes = relevance(net, x, rule=run["relpropformulatype"], eps=run["epsstab"],
                              beta=run["alphabeta_beta"],
                              switch_layer=run["auxiliaryvariable_maxlayerindexforflatdistinconv"],
-                             target=run["explained_classes"], return_classes=True)
+                             target=[run["explained_classes"]], return_classes=True)
     return out, classes
 
 
@@ -236,7 +236,7 @@ def run_tag(net, x, run, tag):
     elif suffix.startswith("cls"):
         target = int(suffix[3:])
     else:
-        target = run["explained_classes"]
+        target = [run["explained_classes"]]
     out, classes = relevance(net, x, rule=run["relpropformulatype"], eps=run["epsstab"],
                              beta=run["alphabeta_beta"],
                              switch_layer=run["auxiliaryvariable_maxlayerindexforflatdistinconv"],
