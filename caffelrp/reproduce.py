@@ -68,13 +68,14 @@ def explained_classes(net, x, targets):
     """Per target ("top5", "top1", a class index), the explained class list for image x (batch 1
     of the forward already in ``net``), ranked as the relevance pass ranks them."""
     from .attribution import lrp
+    from .attribution.targets import resolve
     top = lrp._injection_layer(net, "highest-ip")
     inj = net._top_ids[top][0]
     scores = lrp._ranking_scores(net, inj)[:1]
     out = []
     for t in targets:
         if isinstance(t, str):
-            out.append([int(c) for c in lrp._targets(t, scores, tie_break=net._values[inj][:1])[0]])
+            out.append([int(c) for c in resolve(t, scores, tie_break=net._values[inj][:1])[0]])
         else:
             out.append([int(t)])
     return out

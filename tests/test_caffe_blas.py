@@ -80,7 +80,7 @@ def test_every_public_tag_matches_the_original(shared_reference, nets, exact_mod
     out = relevance(nets(model), x, rule=run["relpropformulatype"],
                     eps=run["epsstab"], beta=run["alphabeta_beta"],
                     switch_layer=run["auxiliaryvariable_maxlayerindexforflatdistinconv"],
-                    target=run["explained_classes"])
+                    target=[run["explained_classes"]])
     assert rel_err(out[0], expected) <= BOUND
 
 

@@ -293,7 +293,7 @@ def test_rawhm_from_the_reference_input_blob_within_the_lrp_tolerance(shared_ref
             folder = shared_reference / "expected" / "smallnet" / image
             run = json.loads((folder / "runs.json").read_text())["runs"]["f100_eps1_beta0_aux0"]
             x = np.load(folder / "input.npy")[None]
-            r = relevance(net, x, rule=100, eps=1.0, beta=0.0, target=run["explained_classes"])
+            r = relevance(net, x, rule=100, eps=1.0, beta=0.0, target=[run["explained_classes"]])
             path = Path(tmp) / "r.txt"
             path.write_text(compat.rawhm_text(r[0]))
             expected = np.load(folder / "relevance.npz")["f100_eps1_beta0_aux0"][::-1]

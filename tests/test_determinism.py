@@ -31,7 +31,7 @@ def test_padded_image_is_bit_identical_at_1_2_3_8_threads(shared_reference, nets
                                                         model):
     net = nets(model)
     x, run, _ = reference_case(shared_reference, model, "scooter10", "f100_eps1_beta0_aux0")
-    classes = run["explained_classes"]
+    classes = [run["explained_classes"]]         # one image: its list of classes
 
     def everything():
         blobs = {k: np.array(v) for k, v in net.forward(x).items()}
@@ -112,6 +112,7 @@ def test_an_image_alone_and_in_a_batch_agree_to_rounding(shared_reference, nets,
     xs = np.concatenate([reference_case(shared_reference, model, image, "f11_eps1_beta0_aux0")[0]
                          for image in ("scooter10", "volcano2")])
     for rule in (11, 100):
-        one = relevance(net, xs[:1], rule=rule, target=[1, 2]).astype(np.float64)
-        two = relevance(net, xs, rule=rule, target=[1, 2])[:1]
+        # classes 1 + 2 in every image
+        one = relevance(net, xs[:1], rule=rule, target=[[1, 2]]).astype(np.float64)
+        two = relevance(net, xs, rule=rule, target=[[1, 2]] * 2)[:1]
         assert np.linalg.norm(one - two) <= 1e-5 * np.linalg.norm(one), rule

@@ -31,7 +31,10 @@ BOUND = 1e-3
 # Measured: f0 1.6e-2 - 1.8e-2, f2 1.4e-3 - 4.1e-3, f100 1.3e-3 - 6.4e-3. Outside the receptive
 # fields of the tied pool1 windows the error is ~1e-5, and that part is held to the 1e-3 bound
 # below (test_caffenet_outside_max_pool_ties).
-CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 1e-2, "f100": 1e-2}
+# Which ties fall which way depends on the BLAS kernel the CPU selects: on an AVX-512 machine
+# (OpenBLAS's SkylakeX kernels) volcano2's f100 eps 0.01 measured 1.01e-2, hence 2e-2. The
+# Caffe-exact mode (tests/test_caffe_blas.py) holds every tag to 1e-4 with no tie exemption.
+CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 2e-2, "f100": 2e-2}
 
 
 def load_generator(shared_reference):
@@ -213,7 +216,8 @@ NEW_TAGS = {
 # Maxima tied at 0 (dead ReLUs) are exact zeros on both sides and resolved identically.
 # Outside the tied windows' receptive fields all are held to 1e-3
 # (test_caffenet_new_formulas_outside_max_pool_ties).
-CAFFENET_TIE_BOUND.update({"f102": 3e-3, "f104": 5e-3, "f58": 3e-3, "f60": 5e-3, "f22": 1e-2,
+# On the AVX-512 machine (see above) volcano2 measured f102 up to 6.0e-3, f104 6.7e-3, f58 3.4e-3.
+CAFFENET_TIE_BOUND.update({"f102": 1.2e-2, "f104": 1.2e-2, "f58": 8e-3, "f60": 1e-2, "f22": 1e-2,
                            "f114": 3e-2, "f54": 3e-2, "f56": 3e-2, "f11": 5e-2, "f99": 5e-2,
                            "f26": 3e-2, "f166": 4e-2})
 # gradient-like outputs have cancelling signs; their sums are not a tight check
