@@ -174,6 +174,8 @@ def add_parser(subparsers):
     p.add_argument("--json", metavar="FILE", help="write {ranking, best} as JSON")
     p.add_argument("--top", type=int, default=10, help="ranking lines printed (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress")
+    from . import caffe_blas    # --caffe-blas PATH, applied by cli.main as for explain
+    caffe_blas.add_option(p)
     p.set_defaults(run=run)
 
 

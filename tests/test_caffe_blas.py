@@ -174,3 +174,12 @@ def test_cli_names_a_bad_library(tmp_path, capsys):
     assert code == cli.DATA_ERROR
     assert "nolib.so" in capsys.readouterr().err
     assert not caffe_blas.active()
+
+
+def test_reproduce_takes_the_option_and_names_a_bad_library(tmp_path, capsys):
+    from caffelrp import cli
+    code = cli.main(["reproduce", str(tmp_path / "published.png"), str(tmp_path / "image.png"),
+                     "--model", "smallnet", "--caffe-blas", str(tmp_path / "nolib.so")])
+    assert code == cli.DATA_ERROR
+    assert "nolib.so" in capsys.readouterr().err
+    assert not caffe_blas.active()
