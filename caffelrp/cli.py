@@ -899,8 +899,11 @@ def compat_batch(net, batch, config, filelist, geometry, start, report, progress
                 raise CaffeLRPError("%s (%s line %d): class %d out of range, numclasses is %d"
                                     % (entry.path, filelist, entry.line,
                                        entry.class_field, config.numclasses))
-            out_base = compat.output_base(entry.path, config.standalone_rootpath,
-                                          config.standalone_outpath)
+            try:
+                out_base = compat.output_base(entry.path, config.standalone_rootpath,
+                                              config.standalone_outpath)
+            except CaffeLRPError as e:
+                raise CaffeLRPError("%s line %d: %s" % (filelist, entry.line, e)) from None
             prepared.append((entry, out_base, toolbox_preprocess(
                 read_image(entry.path), in_h, in_w, config.baseimgsize, mean)))
         except CaffeLRPError as e:

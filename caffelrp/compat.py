@@ -201,7 +201,16 @@ def output_base(image_path, rootpath, outpath):
     if pos < 0:
         raise CaffeLRPError("%s: standalone_rootpath %r does not occur in the image path"
                             % (image_path, rootpath))
-    return outpath + "/" + image_path[pos:]
+    tail = image_path[pos:]
+    # outputs stay inside standalone_outpath: a path that climbs out with ".." is refused
+    # (the original would write wherever it points)
+    depth = 0
+    for part in tail.replace("\\", "/").split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            raise CaffeLRPError("%s: its outputs would leave standalone_outpath %r (the '..' in "
+                                "%r climbs out of it)" % (image_path, outpath, tail))
+    return outpath + "/" + tail
 
 
 # ------------------------------------------------------------------------------- writers

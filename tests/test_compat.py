@@ -397,3 +397,12 @@ def test_compat_list_errors_are_usage_errors(tiny_setup, capsys):
     assert "nolist.txt: the image list must be a regular file" in capsys.readouterr().err
     assert cli.main(["-c", "cfg.txt"]) == 2
     assert "-c CONFIG needs -f FILELIST" in capsys.readouterr().err
+
+
+def test_output_base_refuses_paths_that_climb_out_of_the_output_root():
+    # issue 16: someimages/../../escape/victim.jpg wrote outside standalone_outpath
+    with pytest.raises(compat.CaffeLRPError, match="leave standalone_outpath"):
+        compat.output_base("./data/someimages/../../escape/victim.jpg", "someimages", "./out")
+    # a '..' that stays inside is the same place the original writes to
+    assert compat.output_base("./data/someimages/x/../c.jpg", "someimages", "./out") == \
+        "./out/someimages/x/../c.jpg"
