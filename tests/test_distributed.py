@@ -169,7 +169,7 @@ def test_compat_mode_on_the_cluster_writes_the_files_of_a_local_run(cluster, tmp
     assert len(local) == 12 and files_of(setup / "lrp_output" / "someimages") == local
 
 
-def test_cluster_progress_shows_rate_and_eta(monkeypatch):
+def test_cluster_progress_shows_rate_and_eta():
     import io
     from caffelrp import distributed as dist
 
@@ -179,8 +179,7 @@ def test_cluster_progress_shows_rate_and_eta(monkeypatch):
 
     stream = Terminal()
     clock = iter([100.0, 110.0])              # start, then 10 s later
-    monkeypatch.setattr(dist.time, "monotonic", lambda: next(clock))
-    progress = dist.ClusterProgress(40, stream=stream)
+    progress = dist.ClusterProgress(40, stream=stream, clock=lambda: next(clock))
     progress.advance(10, workers=2)
     line = stream.getvalue()
     # 10 images in 10 s: 1 image/s, 30 left: 30 s
