@@ -166,10 +166,7 @@ def cmd_classify(args):
     check_weights(weights)
     if args.top < 1:
         raise UsageError("--top must be >= 1")
-    try:
-        mean = resolve_mean(args.mean)
-    except MeanError as e:
-        raise UsageError("--mean: %s" % e) from None
+    mean = resolve_mean(args.mean)
     names = class_names(prototxt, args.labels, args.model)
     report = Report(quiet=True)
     images = [image for image, _ in collect_images(args.images, report)]
@@ -382,7 +379,7 @@ def parse_target(text):
 
 def resolve_mean(text):
     """--mean: B,G,R or a mean file (.binaryproto: BGR BlobProto; other files: the toolbox's text
-    format). None: the BVLC mean pixel."""
+    format). None: the BVLC mean pixel. A mean that cannot be used is a usage error."""
     if text is None:
         return mean_pixel(BVLC_MEAN_BGR)
     if "," in text and not Path(text).exists():
@@ -390,7 +387,10 @@ def resolve_mean(text):
     if not Path(text).is_file():
         raise UsageError("--mean %s: no such file (give a mean file or B,G,R)" % text)
     kind = 1 if text.lower().endswith((".binaryproto", ".protobin")) else 0
-    return read_mean_file(text, kind)
+    try:
+        return read_mean_file(text, kind)
+    except MeanError as e:
+        raise UsageError("--mean: %s" % e) from None
 
 
 def collect_images(paths, report):
@@ -575,10 +575,7 @@ def cmd_explain(args):
             check_lrp_rule(args.rule)
         except ValueError as e:
             raise UsageError("--rule: %s" % e) from None
-    try:
-        mean = resolve_mean(args.mean)
-    except MeanError as e:
-        raise UsageError("--mean: %s" % e) from None
+    mean = resolve_mean(args.mean)
     out_dir = Path(args.out)
     report = Report(args.quiet)
     items = collect_images(args.images, report)

@@ -403,7 +403,7 @@ def write_figure(path, ours, published, result, titles=("ours", "published (deco
     except ImportError:
         raise CaffeLRPError("--figure needs matplotlib: pip install caffelrp[plot]") from None
     import io
-    from .io.caffemodel import write_atomically
+    from .files import write_atomically
     def shown(v):   # as explain's overlays: the 99.5th percentile of |value| is full colour
         ok = np.isfinite(v)
         scale = np.percentile(np.abs(v[ok]), FIGURE_CLIP) if ok.any() else 0.0
@@ -498,7 +498,7 @@ def add_parser(subparsers):
 
 def run(args):
     from .cli import UsageError
-    from .io.caffemodel import write_atomically
+    from .files import write_atomically
     try:
         box = parse_crop(args.crop) if args.crop else None
     except ValueError as e:

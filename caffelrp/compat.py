@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CaffeLRPError
-from .io.caffemodel import write_atomically
+from .files import write_atomically
 from .render import png_bytes
 
 

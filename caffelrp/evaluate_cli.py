@@ -26,11 +26,12 @@ from .attribution.backward import batch_size, output_blob
 from .attribution.gradients import explained
 from .boxes import BoxError, BoxSource, mask_extent, network_mask
 from .cli import (Report, UsageError, bounds_for, check_weights, class_count, collect_images,
-                  file_sha256, image_input, load_net, parse_target, resolve_mean, resolve_model)
+                  file_sha256, load_net, parse_target, resolve_mean, resolve_model,
+                  toolbox_geometry)
 from .errors import CaffeLRPError
-from .io.caffemodel import write_atomically
+from .files import write_atomically
 from .methods import METHODS, Context, check_lrp_rule, lrp_rule
-from .preprocess import MeanError, default_base_size, read_image, toolbox_preprocess
+from .preprocess import read_image, toolbox_preprocess
 
 METRICS = ("aopc", "pixel-flipping", "pointing", "localisation")
 # evaluate's own options that some explain method also defines: the method's gets a prefix
@@ -451,19 +452,13 @@ def run(args):
             raise UsageError("--boxes: %s" % e) from None
     prototxt, weights = resolve_model(args.model, args.weights)
     check_weights(weights)
-    try:
-        mean = resolve_mean(args.mean)
-    except MeanError as e:
-        raise UsageError("--mean: %s" % e) from None
+    mean = resolve_mean(args.mean)
     out_dir = Path(args.out)
     report = Report(args.quiet)
     items = collect_images(args.images, report)
     net = load_net(prototxt, weights)
-    in_hw = image_input(net)
-    base = args.base_size or default_base_size(*in_hw)
-    if base < max(in_hw):
-        raise UsageError("--base-size %d is smaller than the network input %dx%d"
-                         % (base, in_hw[1], in_hw[0]))
+    in_h, in_w, base = toolbox_geometry(net, args.base_size)
+    in_hw = (in_h, in_w)
     if isinstance(target, int) and target >= class_count(net):
         raise UsageError("--class %d: out of range, the network has %d classes"
                          % (target, class_count(net)))

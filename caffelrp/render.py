@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from .io.caffemodel import write_atomically
+from .files import write_atomically
 
 
 def pixel_relevance(relevance, reduce="sum"):

@@ -183,9 +183,9 @@ def run(args):
     from .cli import (UsageError, bounds_for, check_weights, class_count, image_input, load_net,
                       resolve_mean, resolve_model)
     from .compare import ColourMapError, _check_cmap
-    from .io.caffemodel import write_atomically
+    from .files import write_atomically
     from .methods import check_lrp_rule
-    from .preprocess import MeanError, default_base_size, read_image, toolbox_preprocess
+    from .preprocess import default_base_size, read_image, toolbox_preprocess
     rules = [_rule_key(r) for r in args.rules.split(",") if r.strip()]
     for r in rules:
         try:
@@ -204,10 +204,7 @@ def run(args):
         raise UsageError(str(e)) from None
     prototxt, weights = resolve_model(args.model, args.weights)
     check_weights(weights)
-    try:
-        mean = resolve_mean(args.mean)
-    except MeanError as e:
-        raise UsageError("--mean: %s" % e) from None
+    mean = resolve_mean(args.mean)
     published = load_map(args.published, args.cmap)
     pub = crop(published.values, box, args.published) if box else published.values
     net = load_net(prototxt, weights)

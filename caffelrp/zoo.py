@@ -100,7 +100,7 @@ def file_sha1(path):
             h.update(chunk)
     _SHA1[path] = ledger[path] = key + [h.hexdigest()]
     try:   # a read-only cache only costs the hash again next time
-        from .io.caffemodel import write_atomically
+        from .files import write_atomically
         _hash_ledger().parent.mkdir(parents=True, exist_ok=True)
         write_atomically(_hash_ledger(), json.dumps(ledger, indent=0).encode())
     except OSError:
