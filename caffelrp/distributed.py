@@ -266,7 +266,6 @@ def explain_task(chunk, job):
 
 def compat_task(batch, job):
     """One batch of list entries on a worker: (images done, failure messages)."""
-    from . import compat
     from .preprocess import read_mean_file
     config = job["config"]
     with _LOCK:
