@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -162,16 +163,14 @@ def ranked_classes(net, output, scores):
 
 
 def cmd_classify(args):
-    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
-    check_weights(weights)
     if args.top < 1:
         raise UsageError("--top must be >= 1")
-    mean = resolve_mean(args.mean)
+    model = open_model(args)
+    net, prototxt, mean = model.net, model.prototxt, model.mean
+    in_h, in_w, base = model.in_h, model.in_w, model.base
     names = class_names(prototxt, args.labels, args.model)
     report = Report(quiet=True)
     images = [image for image, _ in collect_images(args.images, report)]
-    net = load_net(prototxt, weights)
-    in_h, in_w, base = toolbox_geometry(net, args.base_size)
     output = args.output or net.outputs[0]
     if output not in net.outputs and output not in net.blob_shapes:
         raise UsageError("--output %s: the network has no blob of that name (outputs: %s)"
@@ -220,13 +219,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".pp
 class Progress:
     """A one-line progress bar on stderr, only on a terminal and without --quiet: drawn at once,
     redrawn every second (elapsed time and ETA keep moving during a long batch) and after each
-    image, with the failed images counted apart."""
+    image, with the failed images counted apart. While one call explains a whole batch, the bar
+    names the images in that call ("working on 9-16"), since a batched pass has no per-image end."""
 
     def __init__(self, total, quiet=False, stream=None, interval=1.0):
         self.stream = stream or sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = (not quiet) and total > 0 and bool(isatty and isatty())
         self.total, self.done, self.failed, self.start = total, 0, 0, time.monotonic()
+        self.running = 0            # images in the call now running (shown as "working on a-b")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker = None
@@ -252,16 +253,26 @@ class Progress:
                    if finished else "ETA -")
             rate = self.done / elapsed if elapsed > 0 else 0.0
             failed = ", %d failed" % self.failed if self.failed else ""
-            self.stream.write("\r[%s%s] %d/%d images%s, %s elapsed, %s, %.2f images/s " % (
-                "#" * filled, "." * (width - filled), finished, self.total, failed,
+            running = min(self.running, self.total - finished)
+            working = ("" if running <= 0 else ", working on %d" % (finished + 1) if running == 1
+                       else ", working on %d-%d" % (finished + 1, finished + running))
+            self.stream.write("\r[%s%s] %d/%d images%s%s, %s elapsed, %s, %.2f images/s " % (
+                "#" * filled, "." * (width - filled), finished, self.total, failed, working,
                 _clock(elapsed), eta, rate))
             self.stream.flush()
+
+    def working(self, n):
+        """n images go into the call that starts now (cleared image by image by advance)."""
+        self.running = n
+        if self.enabled:
+            self._draw()
 
     def advance(self, n=1, failed=False):
         if failed:
             self.failed += n
         else:
             self.done += n
+        self.running = max(self.running - n, 0)
         if self.enabled:
             self._draw()
 
@@ -352,6 +363,49 @@ def toolbox_geometry(net, base_size):
 def class_count(net):
     shape = net.blob_shapes[net.outputs[0]]
     return int(np.prod(shape[1:]))
+
+
+OpenedModel = namedtuple("OpenedModel", "net prototxt weights mean in_h in_w base classes")
+
+
+def open_model(args, needs_geometry=True):
+    """The net, files, mean and input geometry of --model/--weights/--mean/--base-size: the one
+    place explain, classify, evaluate and reproduce open what they run (usage errors exit 2,
+    data errors in the files exit 1)."""
+    verify = not getattr(args, "no_weights_check", False)
+    prototxt, weights = resolve_model(args.model, args.weights, verify)
+    check_weights(weights)
+    mean = resolve_mean(args.mean)
+    net = load_net(prototxt, weights)
+    in_h, in_w, base = toolbox_geometry(net, args.base_size) if needs_geometry else (
+        None, None, None)
+    return OpenedModel(net, prototxt, weights, mean, in_h, in_w, base, class_count(net))
+
+
+def check_class(target, model, option="--class"):
+    """Every class index of a target (K, [K1, K2, ...]; 'top5'/'top1' pass) is one the net has."""
+    for c in ([target] if isinstance(target, int) else target if isinstance(target, list)
+              else []):
+        if not isinstance(c, str) and not 0 <= c < model.classes:
+            raise UsageError("%s %d: out of range, %s has %d classes (0..%d)"
+                             % (option, c, model.prototxt, model.classes, model.classes - 1))
+
+
+def add_model_options(parser, weights_help=".caffemodel (required except for smallnet)",
+                      base_help="longer image side after the resize (the toolbox's "
+                                "baseimgsize; default 256 for 224..256-pixel inputs, else the "
+                                "same ratio)"):
+    """--model, --weights, --mean and --base-size, as every subcommand that runs a net takes
+    them (open_model reads them)."""
+    parser.add_argument("--model", required=True,
+                        help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
+    parser.add_argument("--weights", help=weights_help)
+    parser.add_argument("--mean", metavar="FILE|B,G,R",
+                        help="mean to subtract: a .binaryproto (BGR planes, read as the toolbox "
+                             "reads it), a toolbox text mean file, or a pixel B,G,R (default: "
+                             "the BVLC ImageNet mean pixel %s)"
+                             % ",".join("%g" % v for v in BVLC_MEAN_BGR))
+    parser.add_argument("--base-size", type=int, metavar="PIXELS", help=base_help)
 
 
 def bounds_for(preps):
@@ -561,8 +615,6 @@ def cmd_explain(args):
     method = METHODS[args.method]
     check_method_options(args)
     check_explain_options(args)
-    prototxt, weights = resolve_model(args.model, args.weights, not args.no_weights_check)
-    check_weights(weights)
     target = parse_target(args.target)
     if args.cmap not in COLORMAPS:
         raise UsageError("--cmap must be one of %s" % ", ".join(COLORMAPS))
@@ -575,19 +627,13 @@ def cmd_explain(args):
             check_lrp_rule(args.rule)
         except ValueError as e:
             raise UsageError("--rule: %s" % e) from None
-    mean = resolve_mean(args.mean)
+    opened = open_model(args)
+    net, prototxt, weights, mean = opened.net, opened.prototxt, opened.weights, opened.mean
+    in_h, in_w, base = opened.in_h, opened.in_w, opened.base
+    check_class(target, opened)
     out_dir = Path(args.out)
     report = Report(args.quiet)
     items = collect_images(args.images, report)
-
-    net = load_net(prototxt, weights)
-    in_h, in_w, base = toolbox_geometry(net, args.base_size)
-    k = class_count(net)
-    for c in ([target] if isinstance(target, int) else target if isinstance(target, list)
-              else []):
-        if c >= k:
-            raise UsageError("--class %d: out of range, %s has %d classes (0..%d)"
-                             % (c, prototxt, k, k - 1))
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("--out %s is a file, not a folder" % out_dir)
 
@@ -684,6 +730,7 @@ def explain_group(net, method, prepared, target, args, run, out_dir, report, pro
     try:
         # K1,K2,... is explained together in every image: one class list per image
         batch_target = [target] * len(x) if isinstance(target, list) else target
+        progress.working(len(x))
         result = method.run(net, x, batch_target, args, Context(low, high))
         scores = result.scores
         if scores is None:
@@ -973,9 +1020,7 @@ def add_explain_parser(sub):
                     "images are refused with a message.")
     explain.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                          help="image files, or folders whose image files are all explained")
-    explain.add_argument("--model", required=True,
-                         help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
-    explain.add_argument("--weights", help=".caffemodel (required except for smallnet)")
+    add_model_options(explain)
     explain.add_argument("--method", choices=sorted(METHODS), default="lrp",
                          help="attribution method (default lrp): " + "; ".join(
                              "%s: %s" % (m.name, m.summary) for m in METHODS.values()))
@@ -983,17 +1028,12 @@ def add_explain_parser(sub):
                          help="what to explain: top5 (the 5 best classes together, default, the "
                               "toolbox setting), top1, a class index K or K1,K2,... (together)")
     explain.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    explain.add_argument("--mean", metavar="FILE|B,G,R",
-                         help="mean to subtract: a .binaryproto (BGR planes, read as the toolbox "
-                              "reads it), a toolbox text mean file, or a pixel B,G,R (default: "
-                              "the BVLC ImageNet mean pixel %s)"
-                              % ",".join("%g" % v for v in BVLC_MEAN_BGR))
-    explain.add_argument("--base-size", type=int, metavar="PIXELS",
-                         help="longer image side after the resize (the toolbox's baseimgsize; "
-                              "default 256 for 224..256-pixel inputs, else the same ratio)")
     explain.add_argument("--batch-size", type=int, default=8,
                          help="images per network pass (default 8); ig and smoothgrad go image "
-                              "by image and batch their own inputs")
+                              "by image and batch their own inputs. The batch size changes the "
+                              "results only by float32 rounding (a BLAS rounds a product by its "
+                              "row count: about 1e-6 relative), never the classes or the files' "
+                              "layout")
     explain.add_argument("--cmap", default="seismic", metavar="NAME",
                          help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
@@ -1083,18 +1123,12 @@ def build_parser():
                     "examples do.")
     classify.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                           help="image files, or folders whose image files are all classified")
-    classify.add_argument("--model", required=True,
-                          help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
-    classify.add_argument("--weights", help=".caffemodel (bundled for smallnet)")
-    classify.add_argument("--mean", metavar="FILE|B,G,R",
-                          help="as for explain: a .binaryproto, a toolbox text mean file or a "
-                               "pixel B,G,R (default: the BVLC ImageNet mean pixel)")
+    add_model_options(classify, weights_help=".caffemodel (bundled for smallnet)",
+                      base_help="with --preprocess toolbox: as for explain")
     classify.add_argument("--preprocess", choices=CLASSIFY_PIPELINES, default="toolbox",
                           help="toolbox: explain's preprocessing (default); pycaffe: the whole "
                                "image resized to the input (bilinear), minus the mean pixel "
                                "(a mean image's per-channel average)")
-    classify.add_argument("--base-size", type=int, metavar="PIXELS",
-                          help="with --preprocess toolbox: as for explain")
     classify.add_argument("--labels", help="text file with one class name per line (default: a "
                                            "synset*.txt or labels*.txt next to the prototxt, else the bundled ImageNet names "
                                            "of a named ImageNet model)")

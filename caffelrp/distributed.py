@@ -208,6 +208,11 @@ _LOCK = threading.Lock()      # one batch at a time per process (the kernels use
 
 
 class _Silent:
+    """A worker draws no progress: the client's ClusterProgress counts finished tasks."""
+
+    def working(self, n):
+        pass
+
     def advance(self, *args, **kwargs):
         pass
 

@@ -25,9 +25,8 @@ from . import evaluate as ev
 from .attribution.backward import batch_size, output_blob
 from .attribution.gradients import explained
 from .boxes import BoxError, BoxSource, mask_extent, network_mask
-from .cli import (Report, UsageError, bounds_for, check_weights, class_count, collect_images,
-                  file_sha256, load_net, parse_target, resolve_mean, resolve_model,
-                  toolbox_geometry)
+from .cli import (Report, UsageError, add_model_options, bounds_for, check_class,
+                  collect_images, file_sha256, open_model, parse_target)
 from .errors import CaffeLRPError
 from .files import write_atomically
 from .methods import METHODS, Context, check_lrp_rule, lrp_rule
@@ -450,18 +449,14 @@ def run(args):
             boxes = BoxSource(args.boxes)
         except BoxError as e:
             raise UsageError("--boxes: %s" % e) from None
-    prototxt, weights = resolve_model(args.model, args.weights)
-    check_weights(weights)
-    mean = resolve_mean(args.mean)
+    opened = open_model(args)
+    net, prototxt, weights, mean = opened.net, opened.prototxt, opened.weights, opened.mean
+    in_h, in_w, base = opened.in_h, opened.in_w, opened.base
+    in_hw = (in_h, in_w)
+    check_class(target, opened)
     out_dir = Path(args.out)
     report = Report(args.quiet)
     items = collect_images(args.images, report)
-    net = load_net(prototxt, weights)
-    in_h, in_w, base = toolbox_geometry(net, args.base_size)
-    in_hw = (in_h, in_w)
-    if isinstance(target, int) and target >= class_count(net):
-        raise UsageError("--class %d: out of range, the network has %d classes"
-                         % (target, class_count(net)))
     for spec in specs:
         if spec.kind == "lrp" and spec.rule is None:
             try:
@@ -547,16 +542,12 @@ class _RenamingGroup:
 
 
 def add_parser(sub):
-    from .bundled import BUNDLED
-    from .preprocess import BVLC_MEAN_BGR
     p = sub.add_parser(
         "evaluate", help="compare attribution methods with numbers: AOPC (region perturbation), "
                          "pixel flipping, pointing game, localisation",
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--model", required=True,
-                   help="bundled model (%s) or a deploy.prototxt" % ", ".join(BUNDLED))
-    p.add_argument("--weights", help=".caffemodel (required except for smallnet)")
+    add_model_options(p, base_help="longer image side after the resize (default as explain)")
     p.add_argument("--methods", default="composite,gradient,random",
                    help="comma-separated: explain methods (%s), LRP rules by name (composite, "
                         "epsilon-plus, epsilon-gamma-box, ...) or as lrp:N / lrp:NAME, and random "
@@ -590,11 +581,6 @@ def add_parser(sub):
                    help="pointing/localisation: a folder of VOC/ImageNet XML files (STEM.xml) or "
                         "a CSV image,x0,y0,x1,y1[,class] in original pixels (0-based, end "
                         "exclusive)")
-    p.add_argument("--mean", metavar="FILE|B,G,R",
-                   help="mean to subtract (default the BVLC mean pixel %s)"
-                        % ",".join("%g" % v for v in BVLC_MEAN_BGR))
-    p.add_argument("--base-size", type=int, metavar="PIXELS",
-                   help="longer image side after the resize (default as explain)")
     p.add_argument("--batch-size", type=int, default=4,
                    help="images per batch (default 4); the perturbed inputs go through the net "
                         "in batches bounded by --memory-budget")

@@ -146,6 +146,7 @@ def _floats(text, what):
 
 
 def add_parser(subparsers):
+    from .cli import add_model_options
     p = subparsers.add_parser(
         "reproduce", help="find the LRP settings that best reproduce a published heatmap",
         description="Explain IMAGE with every setting of a sweep and rank the settings by their "
@@ -154,10 +155,7 @@ def add_parser(subparsers):
                     "targets of a setting are explained in one batched relevance pass.")
     p.add_argument("published", metavar="PUBLISHED")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--model", required=True, help="bundled model name or a deploy.prototxt")
-    p.add_argument("--weights", help=".caffemodel")
-    p.add_argument("--mean", metavar="FILE|B,G,R", help="mean, as explain takes it")
-    p.add_argument("--base-size", type=int, metavar="PIXELS", help="as explain's --base-size")
+    add_model_options(p, weights_help=".caffemodel", base_help="as explain's --base-size")
     p.add_argument("--rules", default=",".join(DEFAULT_RULES),
                    help="formula numbers or rule names (default %s)" % ",".join(DEFAULT_RULES))
     p.add_argument("--betas", default="0,1", help="beta values (default 0,1)")
@@ -180,12 +178,11 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from .cli import (UsageError, bounds_for, check_weights, class_count, image_input, load_net,
-                      resolve_mean, resolve_model)
+    from .cli import UsageError, bounds_for, check_class, open_model
     from .compare import ColourMapError, _check_cmap
     from .files import write_atomically
     from .methods import check_lrp_rule
-    from .preprocess import default_base_size, read_image, toolbox_preprocess
+    from .preprocess import read_image, toolbox_preprocess
     rules = [_rule_key(r) for r in args.rules.split(",") if r.strip()]
     for r in rules:
         try:
@@ -202,20 +199,13 @@ def run(args):
         _check_cmap(args.cmap)
     except (ValueError, ColourMapError) as e:
         raise UsageError(str(e)) from None
-    prototxt, weights = resolve_model(args.model, args.weights)
-    check_weights(weights)
-    mean = resolve_mean(args.mean)
+    opened = open_model(args)
+    net, mean = opened.net, opened.mean
+    in_h, in_w = opened.in_h, opened.in_w
+    check_class(targets, opened, "--targets")
     published = load_map(args.published, args.cmap)
     pub = crop(published.values, box, args.published) if box else published.values
-    net = load_net(prototxt, weights)
-    in_h, in_w = image_input(net)
-    k = class_count(net)
-    for t in targets:
-        if not isinstance(t, str) and not 0 <= t < k:
-            raise UsageError("--targets: class %d out of range, the network has %d classes "
-                             "(0..%d)" % (t, k, k - 1))
-    prep = toolbox_preprocess(read_image(args.image), in_h, in_w,
-                              args.base_size or default_base_size(in_h, in_w), mean)
+    prep = toolbox_preprocess(read_image(args.image), in_h, in_w, opened.base, mean)
     low, high = bounds_for([prep])
     if args.align:
         grid = pub

@@ -1,6 +1,7 @@
 """compare / decode / reproduce (issue 10) against the reference data and known renderings."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ def pearson(a, b):
 
 
 # ------------------------------------------------------------------ the demonstrator's PNGs
+@pytest.mark.slow
 @pytest.mark.parametrize("tag", CAFFENET_TAGS)
 @pytest.mark.parametrize("image", IMAGES)
 def test_demonstrator_png_decodes_to_reference(shared_reference, image, tag):
@@ -70,6 +72,7 @@ def test_published_figures_are_recognised(shared_reference):
         assert decoded.cmap == "original" and decoded.residual < 2.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image", IMAGES)
 def test_jpeg_enlarged_against_our_relevance(shared_reference, nets, image):
     folder, _, runs = reference(shared_reference, image)
@@ -153,6 +156,7 @@ def test_any_matplotlib_map_by_name():
     assert decoded.cmap == "matplotlib:viridis" and pearson(decoded.values, v) >= 0.99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("photo", ["published/scooter10.jpg", "published/volcano2.jpg"])
 def test_photo_is_refused(shared_reference, photo):
     # measured: under grey residual 15.9 / 34.5 (limit 12) and median |t| 0.46 / 0.42 (limit
@@ -222,6 +226,7 @@ def test_explain_original_geometry(tmp_path, shared_reference):
 
 
 # ------------------------------------------------------------------------ geometry, metrics
+@pytest.mark.slow
 def test_align_finds_scale_and_offset():
     v = known_map(40, 40)
     big = np.zeros((80, 90))
@@ -257,6 +262,7 @@ def test_compare_keys_and_metrics_of_a_map_with_itself():
     assert flipped["pearson"] == pytest.approx(-1.0) and flipped["sign_agreement"] == 0.0
 
 
+@pytest.mark.slow
 def test_cli_json_and_figure(tmp_path, shared_reference):
     folder, relevance, _ = reference(shared_reference, "scooter10")
     np.save(tmp_path / "ours.npy", relevance[CAFFENET_TAGS[1]])
@@ -298,6 +304,16 @@ def test_bad_input_messages_and_exit_codes(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ reproduce
+def test_reproduce_refuses_a_base_size_below_the_input(tmp_path, capsys):
+    # reproduce opens its model as explain does: a --base-size smaller than the network input is
+    # a usage error before anything is read or computed (it used to pass unchecked)
+    image = Path(__file__).resolve().parents[1] / "models" / "smallnet" / "example.png"
+    assert main(["reproduce", str(tmp_path / "never-read.png"), str(image), "--model", "smallnet",
+                 "--base-size", "10", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--base-size 10 is smaller than the network input" in err and "Traceback" not in err
+
+
 def test_reproduce_ranks_the_rendering_formula_first(tmp_path, shared_reference, monkeypatch):
     _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
     v = relevance["f2_eps0.01_beta1_aux0"].sum(axis=0)
@@ -382,6 +398,7 @@ def test_png_larger_than_the_limit_is_refused_before_inflating(tmp_path):
         decode_heatmap(path)
 
 
+@pytest.mark.slow
 def test_cli_align_finds_a_figure_inside_a_border(tmp_path, shared_reference, capsys):
     _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
     r = relevance["f100_eps1_beta0_aux0"]
@@ -407,6 +424,7 @@ def test_cli_align_finds_a_figure_inside_a_border(tmp_path, shared_reference, ca
     assert json.loads((tmp_path / "c.json").read_text())["pearson"] > 0.95   # measured 0.989
 
 
+@pytest.mark.slow
 def test_reproduce_align_places_a_bordered_figure(tmp_path, shared_reference):
     _, relevance, _ = reference(shared_reference, "scooter10", "smallnet")
     v = relevance["f2_eps0.01_beta1_aux0"].sum(axis=0)

@@ -273,6 +273,34 @@ def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
     assert "2/4 images, 1 failed" in last and "ETA" in last and "elapsed" in last
 
 
+def test_progress_names_the_images_of_a_running_batch():
+    # an LRP batch is one call with no per-image end: the bar says which images it holds
+    class Stream:
+        text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+    stream = Stream()
+    progress = cli.Progress(10, stream=stream, interval=0)
+    progress.working(8)
+    assert stream.text.split("\r")[-1].startswith("[") and "working on 1-8" in stream.text
+    progress.advance(8)
+    progress.working(2)
+    last = stream.text.split("\r")[-1]
+    assert "8/10 images, working on 9-10" in last, last
+    progress.advance()
+    assert "9/10 images, working on 10," in stream.text.split("\r")[-1]
+    progress.advance()
+    progress.close()
+    assert "working" not in stream.text.strip().split("\r")[-1]
+
+
 # ------------------------------------------------------------------------ install and tests
 def test_readme_builds_the_kernels_once():
     text = (REPO / "README.md").read_text()
