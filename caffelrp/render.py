@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from .errors import ArgumentError
 from .files import write_atomically
 
 
@@ -28,7 +29,8 @@ def pixel_relevance(relevance, reduce="sum"):
     """(C, H, W) or (N, C, H, W) relevance -> per-pixel values (H, W) / (N, H, W), float64."""
     r = np.asarray(relevance, dtype=np.float64)
     if r.ndim not in (3, 4):
-        raise ValueError("relevance must be (C, H, W) or (N, C, H, W), got shape %s" % (r.shape,))
+        raise ArgumentError("relevance must be (C, H, W) or (N, C, H, W), got shape %s"
+                            % (r.shape,))
     axis = r.ndim - 3
     return r.sum(axis=axis) if reduce == "sum" else r.mean(axis=axis)
 
@@ -106,7 +108,7 @@ COLORMAPS = {"original": _original, "seismic": _seismic, "gray-red": _gray_red,
 def colorize(values, scale, cmap="seismic"):
     """Per-pixel values (H, W) and their full-colour value -> float64 RGB (H, W, 3) in [0, 1]."""
     if cmap not in COLORMAPS:
-        raise ValueError("unknown colour map %r; choose from %s" % (cmap, ", ".join(COLORMAPS)))
+        raise ArgumentError("unknown colour map %r; choose from %s" % (cmap, ", ".join(COLORMAPS)))
     return COLORMAPS[cmap](_unit(np.asarray(values, dtype=np.float64), scale))
 
 
@@ -145,7 +147,7 @@ def png_bytes(rgb, depth=8):
     """An RGB PNG (8 or 16 bit) from integer values (H, W, 3) already in 0..2^depth - 1."""
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError("png_bytes takes (H, W, 3), got %s" % (a.shape,))
+        raise ArgumentError("png_bytes takes (H, W, 3), got %s" % (a.shape,))
     h, w = a.shape[:2]
     dtype = ">u2" if depth == 16 else "u1"
     rows = np.ascontiguousarray(a.astype(dtype)).reshape(h, -1).view(np.uint8)

@@ -354,3 +354,28 @@ def test_ig_progress_moves_after_each_image_inside_a_batch(tmp_path, model, monk
     assert explain(model, *images, "--method", "ig", "--steps", "4", "--batch-size", "8",
                    out=tmp_path / "o") == 0
     assert calls == [1, 1, 1] and seen == [1, 1, 1]
+
+
+# ------------------------------------------------------------- API errors are CaffeLRPErrors
+def test_module_level_argument_errors_are_caffelrp_errors():
+    # README: every error a user can cause through the API is a CaffeLRPError (ArgumentError is
+    # also a ValueError, for callers that caught those before)
+    from caffelrp import render
+    from caffelrp.attribution.integrated_gradients import make_baseline, quadrature
+    from caffelrp.errors import ArgumentError
+    from caffelrp.io.caffemodel import caffemodel_bytes
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    calls = {
+        "colour map": lambda: render.colorize(np.zeros((2, 2)), 1.0, "bogus"),
+        "relevance shape": lambda: render.pixel_relevance(np.zeros(5)),
+        "png shape": lambda: render.png_bytes(np.zeros((2, 2))),
+        "quadrature rule": lambda: quadrature("bogus", 5),
+        "quadrature steps": lambda: quadrature("riemann-trapezoid", 0),
+        "baseline name": lambda: make_baseline(x, "bogus"),
+        "baseline shape": lambda: make_baseline(x, np.zeros((2, 5))),
+        "caffemodel format": lambda: caffemodel_bytes({}, fmt="v3"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ArgumentError) as info:
+            call()
+        assert str(info.value), what

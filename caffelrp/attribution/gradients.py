@@ -14,6 +14,7 @@ per-pixel channel norm of the logit times this gradient.
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from .targets import check as check_targets
 from .backward import (batch_size, input_gradient, output_blob, output_values, single_input,
                        targets_for)
@@ -79,7 +80,7 @@ def smoothgrad(net, x, target="top1", samples=50, noise=0.15, seed=0, input_rang
     are those ``target`` picks at the clean x. The noise of image i comes from its own generator
     ``numpy.random.default_rng([seed, i])``, so results do not depend on the batching."""
     if samples < 1:
-        raise ValueError("samples must be >= 1, got %r" % (samples,))
+        raise ArgumentError("samples must be >= 1, got %r" % (samples,))
     x = single_input(net, x)
     n = x.shape[0]
     _check_targets(target, n)

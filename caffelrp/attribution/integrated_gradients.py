@@ -36,6 +36,7 @@ The interpolated inputs of all images go through the network together, in batche
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from .backward import batch_size, input_gradient, output_blob, output_values, single_input
 from .gradients import _check_targets, explained
 
@@ -48,9 +49,9 @@ BASELINES = ("black", "mean", "blur", "noise")
 def quadrature(rule, m):
     """(nodes a_k in [0, 1], weights w_k summing to 1), float64, of ``rule`` with ``m`` steps."""
     if rule not in RULES:
-        raise ValueError("rule must be one of %s, got %r" % (", ".join(RULES), rule))
+        raise ArgumentError("rule must be one of %s, got %r" % (", ".join(RULES), rule))
     if m < 1:
-        raise ValueError("the number of steps must be >= 1, got %r" % (m,))
+        raise ArgumentError("the number of steps must be >= 1, got %r" % (m,))
     k = np.arange(m, dtype=np.float64)
     if rule == "gauss-legendre":
         t, w = np.polynomial.legendre.leggauss(m)
@@ -77,7 +78,7 @@ def _mean_array(mean, x):
         return m
     if m.ndim == 0:
         return m
-    raise ValueError("mean must be one value per channel (%d), an image %s or one image per input, "
+    raise ArgumentError("mean must be one value per channel (%d), an image %s or one image per input, "
                      "got shape %s (crop a mean image to the input size first)"
                      % (c, tuple(x.shape[1:]), m.shape))
 
@@ -88,7 +89,7 @@ def make_baseline(x, baseline="black", mean=None, seed=0, blur_sigma=None):
     if isinstance(baseline, str):
         if baseline == "black":
             if mean_arr is None:
-                raise ValueError(
+                raise ArgumentError(
                     "baseline='black' needs mean=: Caffe inputs have the mean subtracted, so the "
                     "black image is 0 - mean in input space (pass the mean pixel or image that "
                     "preprocessing subtracted, or baseline='mean' for the all-zero input)")
@@ -111,7 +112,7 @@ def make_baseline(x, baseline="black", mean=None, seed=0, blur_sigma=None):
                 else:
                     out[i] = rng.uniform(x[i].min(), x[i].max(), x.shape[1:])
             return out, "noise(seed=%d)" % int(seed)
-        raise ValueError("baseline must be one of %s or an array, got %r"
+        raise ArgumentError("baseline must be one of %s or an array, got %r"
                          % (", ".join(BASELINES), baseline))
     b = np.asarray(baseline, dtype=np.float32)
     if b.ndim == 1 and b.size == x.shape[1]:
@@ -121,7 +122,7 @@ def make_baseline(x, baseline="black", mean=None, seed=0, blur_sigma=None):
     try:
         return np.ascontiguousarray(np.broadcast_to(b, x.shape), np.float32), "array"
     except ValueError:
-        raise ValueError("a baseline array must be a value, (C,), (C, H, W) or (N, C, H, W) "
+        raise ArgumentError("a baseline array must be a value, (C,), (C, H, W) or (N, C, H, W) "
                          "fitting the input %s, got shape %s" % (x.shape, b.shape)) from None
 
 
@@ -143,14 +144,14 @@ def integrated_gradients(net, x, target="top1", baseline="black", mean=None, ste
     "completeness_error" (relative, as above), "tol", "converged" (error <= tol).
     """
     if rule not in RULES:
-        raise ValueError("rule must be one of %s, got %r" % (", ".join(RULES), rule))
+        raise ArgumentError("rule must be one of %s, got %r" % (", ".join(RULES), rule))
     adaptive = isinstance(steps, str)
     if adaptive and steps != "auto":
-        raise ValueError("steps must be 'auto' or a positive number, got %r" % (steps,))
+        raise ArgumentError("steps must be 'auto' or a positive number, got %r" % (steps,))
     if not adaptive and int(steps) < 1:
-        raise ValueError("steps must be 'auto' or a positive number, got %r" % (steps,))
+        raise ArgumentError("steps must be 'auto' or a positive number, got %r" % (steps,))
     if adaptive and (tol is None or tol <= 0 or max_steps < 1 or start_steps < 1):
-        raise ValueError("steps='auto' needs tol > 0, max_steps >= 1 and start_steps >= 1")
+        raise ArgumentError("steps='auto' needs tol > 0, max_steps >= 1 and start_steps >= 1")
     x = single_input(net, x)
     n = x.shape[0]
     _check_targets(target, n)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import ArgumentError, WeightsError
 from ..files import write_atomically  # noqa: F401  (re-exported: the one atomic writer)
 
 # Wire types (protobuf encoding).
@@ -330,7 +330,7 @@ def _blob_bytes(array, legacy):
     out = b""
     if legacy:
         if array.ndim > 4:
-            raise ValueError("a legacy blob has at most 4 dimensions, got %s" % (array.shape,))
+            raise ArgumentError("a legacy blob has at most 4 dimensions, got %s" % (array.shape,))
         dims = (1,) * (4 - array.ndim) + array.shape  # right-aligned, like Caffe's ShapeEquals
         for number, d in zip((BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH), dims):
             out += _field(number, VARINT) + _varint(d)
@@ -353,6 +353,8 @@ def caffemodel_bytes(layers, fmt="v2", name=""):
     model-zoo files are written (caffe-format.md §0).
     """
     from .prototxt import v1_type_number  # local: the table lives with the upgrade rules
+    if fmt not in ("v2", "v1"):
+        raise ArgumentError("fmt must be 'v2' or 'v1', got %r" % (fmt,))
 
     body = _bytes_field(1, name.encode()) if name else b""
     for layer_name, layer_type, arrays in layers:
@@ -361,13 +363,11 @@ def caffemodel_bytes(layers, fmt="v2", name=""):
             msg += _bytes_field(LAYER_TYPE, layer_type.encode())
             msg += b"".join(_bytes_field(LAYER_BLOBS, _blob_bytes(a, False)) for a in arrays)
             body += _bytes_field(NET_LAYER, msg)
-        elif fmt == "v1":
+        else:
             msg = _bytes_field(V1_NAME, layer_name.encode())
             msg += _field(V1_TYPE, VARINT) + _varint(v1_type_number(layer_type))
             msg += b"".join(_bytes_field(V1_BLOBS, _blob_bytes(a, True)) for a in arrays)
             body += _bytes_field(NET_LAYERS, msg)
-        else:
-            raise ValueError("fmt must be 'v2' or 'v1', got %r" % (fmt,))
     return body
 
 
