@@ -1,18 +1,24 @@
-"""Output files and file identities: the one atomic writer and the one file hash of caffelrp.
+"""Output files and file identities: the one atomic writer, the cache folder and the one file hash
+of caffelrp.
 
 ``write_atomically`` writes through a temporary file in the target's folder and renames it, so an
 interrupted run never leaves a complete-looking partial file; the result gets the mode a plain
 ``open()`` would give (0666 minus the umask: 0644 under umask 022), not the 0600 of ``mkstemp``.
 The temporary name is short and fixed in length (``.caffelrp-XXXXXXXX.tmp``), so any file name
 the file system accepts can be written, also a 255-byte one.
+
+``file_digest`` hashes a file once per identity (path, size, mtime, inode); the digests of large
+files (weights) are kept in ``<cache>/digests.json`` across runs.
 """
 import hashlib
+import json
 import os
 import secrets
 import threading
+from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
-_SHA256 = {}
+_DIGESTS = {}
 
 
 def _umask():
@@ -56,15 +62,94 @@ def write_atomically(path, data):
         raise
 
 
-def file_sha256(path):
-    """Hex sha256 of a file's content (remembered per path, size and modification time)."""
+def cache_dir():
+    """caffelrp's cache folder: ``$CAFFELRP_HOME``, else ``$XDG_CACHE_HOME/caffelrp``, else
+    ``~/.cache/caffelrp`` (fetched weights, the digest ledger)."""
+    home = os.environ.get("CAFFELRP_HOME", "").strip()
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "caffelrp"
+
+
+# Files this large have their digests kept across runs: hashing VGG-16's 553 MB costs ~0.8 s,
+# a stat costs microseconds; small files (images, prototxts) are cheaper to hash than to look up.
+LEDGER_MIN_BYTES = 16 << 20
+LEDGER_ENTRIES = 256      # most recently hashed files kept; an evicted one is only hashed again
+
+
+def _ledger_path():
+    return cache_dir() / "digests.json"
+
+
+def _identity(st):
+    # size and modification time, and the inode: a file replaced by a rename within the clock's
+    # granularity keeps size and mtime but not the inode
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _read_ledger():
+    try:
+        ledger = json.loads(_ledger_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return ledger if isinstance(ledger, dict) else {}
+
+
+def _remember(path, identity, algorithm, digest):
+    """Add a digest to the ledger (read again just before the write, so entries other processes
+    added meanwhile are kept; two writers at once lose at most one entry, hashed again later)."""
+    ledger = _read_ledger()
+    entry = ledger.pop(path, None)
+    if not (isinstance(entry, dict) and entry.get("file") == identity):
+        entry = {"file": identity}
+    entry[algorithm] = digest
+    ledger[path] = entry                       # last: the most recent entry
+    for stale in list(ledger)[:-LEDGER_ENTRIES]:
+        del ledger[stale]
+    try:   # a read-only or missing cache only costs the hash again next run
+        _ledger_path().parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(_ledger_path(), json.dumps(ledger, indent=0).encode())
+    except OSError:
+        pass
+
+
+def file_digest(path, algorithm="sha256"):
+    """Hex digest (``hashlib`` algorithm name) of a file's content, computed once per file
+    identity (path, size, modification time, inode): remembered in memory, and for files of at
+    least ``LEDGER_MIN_BYTES`` in the cache's ``digests.json``, so a later run checks a large
+    weights file with a stat instead of reading it."""
     path = os.path.abspath(os.fspath(path))
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _SHA256:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA256[key] = h.hexdigest()
-    return _SHA256[key]
+    identity = _identity(os.stat(path))
+    key = (path, tuple(identity), algorithm)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    large = identity[0] >= LEDGER_MIN_BYTES
+    if large:
+        entry = _read_ledger().get(path)
+        if isinstance(entry, dict) and entry.get("file") == identity \
+                and isinstance(entry.get(algorithm), str):
+            _DIGESTS[key] = entry[algorithm]
+            return _DIGESTS[key]
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    _DIGESTS[key] = h.hexdigest()
+    if large:
+        _remember(path, identity, algorithm, _DIGESTS[key])
+    return _DIGESTS[key]
+
+
+def record_digest(path, algorithm, digest):
+    """Remember a digest computed elsewhere (a download verified while it was written)."""
+    path = os.path.abspath(os.fspath(path))
+    identity = _identity(os.stat(path))
+    _DIGESTS[(path, tuple(identity), algorithm)] = digest
+    if identity[0] >= LEDGER_MIN_BYTES:
+        _remember(path, identity, algorithm, digest)
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's content (``file_digest``: remembered per file identity)."""
+    return file_digest(path, "sha256")

@@ -12,9 +12,11 @@ The ImageMagick resize is emulated in numpy (``imagemagick_resize``): separable 
 Lanczos (3-lobe sinc-windowed sinc) when shrinking a true-colour image, Mitchell (B = C = 1/3)
 when enlarging or for palette images, support scaled by the shrink factor, weights normalised per
 output pixel, the two passes in ImageMagick's order with the intermediate image rounded to 16-bit
-quanta. On the public reference images it reproduces the original's input blobs to within float32
+quanta. Each pass adds a few taps per output pixel (``resize_taps``, cached per size pair), the
+same sums in the same order as a dense product with the whole weight matrix, so the same bits. On the public reference images it reproduces the original's input blobs to within float32
 rounding (see tests/test_preprocess.py for the bound).
 """
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,22 +94,71 @@ def _mitchell(x):
 FILTERS = {"lanczos": (_lanczos, 3.0), "mitchell": (_mitchell, 2.0)}
 
 
-def resize_weights(n_in, n_out, kernel="lanczos"):
-    """Dense (n_out, n_in) matrix of ImageMagick's normalised filter weights along one axis."""
+def _window(n_in, n_out, kernel):
+    # ImageMagick's per-output-pixel filter window (resize.c, HorizontalFilter/VerticalFilter)
     function, support = FILTERS[kernel]
     factor = n_out / n_in
     scale = max(1.0 / factor + _EPSILON, 1.0)
     support = scale * support
-    out = np.arange(n_out, dtype=np.float64)
-    bisect = (out + 0.5) / factor + _EPSILON
+    bisect = (np.arange(n_out, dtype=np.float64) + 0.5) / factor + _EPSILON
     start = np.maximum(bisect - support + 0.5, 0.0).astype(np.int64)
     stop = np.minimum(bisect + support + 0.5, n_in).astype(np.int64)
+    return function, scale, bisect, start, stop
+
+
+def resize_weights(n_in, n_out, kernel="lanczos"):
+    """Dense (n_out, n_in) matrix of ImageMagick's normalised filter weights along one axis (the
+    definition; the resize itself uses ``resize_taps``, the same numbers stored sparsely)."""
+    function, scale, bisect, start, stop = _window(n_in, n_out, kernel)
     j = np.arange(n_in, dtype=np.float64)
     inside = (j[None, :] >= start[:, None]) & (j[None, :] < stop[:, None])
     weights = np.where(inside, function(np.abs((j[None, :] - bisect[:, None] + 0.5) / scale)), 0.0)
     density = weights.sum(axis=1, keepdims=True)
     density[density == 0] = 1.0
     return weights / density
+
+
+@functools.lru_cache(maxsize=32)
+def resize_taps(n_in, n_out, kernel="lanczos"):
+    """``resize_weights`` as taps, bit for bit: output pixel o is the sum over k of
+    ``weights[o, k] * input[index[o, k]]``; rows shorter than the widest window are padded with
+    zero weights. Cached per (n_in, n_out, kernel): a folder of photos mostly shares one size.
+    Read-only arrays."""
+    function, scale, bisect, start, stop = _window(n_in, n_out, kernel)
+    index = start[:, None] + np.arange(max(int((stop - start).max()), 1))[None, :]
+    inside = index < stop[:, None]
+    index = np.minimum(index, n_in - 1)
+    weights = np.where(inside, function(np.abs((index - bisect[:, None] + 0.5) / scale)), 0.0)
+    # the normalisation sums a dense row as resize_weights does: numpy's pairwise sum depends on
+    # where the window sits in the row, and the density must round the same way
+    dense = np.zeros((n_out, n_in))
+    rows = np.broadcast_to(np.arange(n_out)[:, None], index.shape)
+    dense[rows[inside], index[inside]] = weights[inside]
+    density = dense.sum(axis=1, keepdims=True)
+    density[density == 0] = 1.0
+    weights = weights / density
+    index.flags.writeable = weights.flags.writeable = False
+    return index, weights
+
+
+def _filter_axis(values, axis, taps):
+    """One pass of the separable filter along ``axis`` of float64 values.
+
+    The taps are added in increasing input order, one multiply and one add each (no fused
+    multiply-add), which is the order and rounding of the dense product over the whole axis:
+    its extra terms are exact zeros. So the result is bit for bit the dense einsum's
+    (tests/test_preprocess.py compares them)."""
+    index, weights = taps
+    shape = list(values.shape)
+    shape[axis] = index.shape[0]
+    along = [1] * values.ndim
+    along[axis] = -1
+    acc, term = np.zeros(shape), np.empty(shape)
+    for k in range(index.shape[1]):
+        np.take(values, index[:, k], axis=axis, out=term)
+        term *= weights[:, k].reshape(along)
+        acc += term
+    return acc
 
 
 def _quantize(values):
@@ -127,13 +178,11 @@ def imagemagick_resize(q16, width, height, kernel=None, palette=False):
         if x_factor == 1.0 and y_factor == 1.0:
             return q16.copy()
         kernel = "mitchell" if (palette or x_factor * y_factor > 1.0) else "lanczos"
-    wx = resize_weights(cols, width, kernel)
-    wy = resize_weights(rows, height, kernel)
+    wx = resize_taps(cols, width, kernel)
+    wy = resize_taps(rows, height, kernel)
     if x_factor > y_factor:   # ImageMagick filters the more-enlarged (less-shrunk) axis first
-        tmp = _quantize(np.einsum("xj,ijc->ixc", wx, q16))
-        return _quantize(np.einsum("yi,ixc->yxc", wy, tmp))
-    tmp = _quantize(np.einsum("yi,ijc->yjc", wy, q16))
-    return _quantize(np.einsum("xj,yjc->yxc", wx, tmp))
+        return _quantize(_filter_axis(_quantize(_filter_axis(q16, 1, wx)), 0, wy))
+    return _quantize(_filter_axis(_quantize(_filter_axis(q16, 0, wy)), 1, wx))
 
 
 def toolbox_resize(image, base_size):

@@ -10,7 +10,6 @@ shared/spec/model-zoo.md (copied into bundled.BUNDLED).
 """
 import hashlib
 import http.client
-import json
 import os
 import sys
 import tarfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .bundled import BUNDLED, IMAGENET_MODELS
 from .errors import CaffeLRPError, WeightsError
+from .files import cache_dir, file_digest, record_digest
 
 NAMES = IMAGENET_MODELS          # the models whose published weights can be fetched
 AUX_ARCHIVE = "http://dl.caffe.berkeleyvision.org/caffe_ilsvrc12.tar.gz"
@@ -49,14 +49,6 @@ def published(name):
 
 
 # ------------------------------------------------------------------------------ the cache
-def cache_dir():
-    home = os.environ.get("CAFFELRP_HOME", "").strip()
-    if home:
-        return Path(home).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "caffelrp"
-
-
 def weights_path(name):
     return cache_dir() / "models" / published(name)[0]
 
@@ -69,43 +61,10 @@ def cached_weights(name):
     return path if path.is_file() else None
 
 
-_SHA1 = {}
-
-
-def _hash_ledger():
-    return cache_dir() / "sha1.json"
-
-
 def file_sha1(path):
-    """Hex sha1 of a file, computed once per (path, size, mtime): remembered in memory and in the
-    cache's sha1.json, so checking a 500 MB weights file costs a stat on every later run."""
-    path = os.path.abspath(os.fspath(path))
-    st = os.stat(path)
-    key = [st.st_size, st.st_mtime_ns]
-    if path in _SHA1 and _SHA1[path][:2] == key:
-        return _SHA1[path][2]
-    try:
-        ledger = json.loads(_hash_ledger().read_text())
-        if not isinstance(ledger, dict):
-            ledger = {}
-    except (OSError, ValueError):
-        ledger = {}
-    entry = ledger.get(path)
-    if isinstance(entry, list) and entry[:2] == key and len(entry) == 3:
-        _SHA1[path] = entry
-        return entry[2]
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    _SHA1[path] = ledger[path] = key + [h.hexdigest()]
-    try:   # a read-only cache only costs the hash again next time
-        from .files import write_atomically
-        _hash_ledger().parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(_hash_ledger(), json.dumps(ledger, indent=0).encode())
-    except OSError:
-        pass
-    return _SHA1[path][2]
+    """Hex sha1 of a file (``files.file_digest``: once per file identity, large files remembered
+    across runs in the cache's ledger, so checking a 500 MB weights file costs a stat)."""
+    return file_digest(path, "sha1")
 
 
 def check_named_weights(name, weights):
@@ -245,8 +204,7 @@ def download(url, dest, sha1=None, quiet=False, timeout=30):
                                 % (url, sha1, found))
     os.replace(part, dest)
     if sha1 is not None:
-        st = dest.stat()
-        _SHA1[os.path.abspath(dest)] = [st.st_size, st.st_mtime_ns, sha1]
+        record_digest(dest, "sha1", sha1)
     return dest
 
 

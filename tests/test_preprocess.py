@@ -10,7 +10,7 @@ from PIL import Image
 from caffelrp.io.caffemodel import blobproto_bytes
 from caffelrp.preprocess import (ImageError, MeanError, SourceImage, fit_geometry,
                                  imagemagick_resize, mean_pixel, read_image, read_mean_file,
-                                 resize_weights, toolbox_crop, toolbox_preprocess)
+                                 resize_taps, resize_weights, toolbox_crop, toolbox_preprocess)
 
 CASES = [("caffenet", "scooter10", 227, 256), ("caffenet", "volcano2", 227, 256),
          ("smallnet", "scooter10", 64, 72), ("smallnet", "volcano2", 64, 72)]
@@ -183,3 +183,41 @@ def test_image_smaller_than_the_input_in_both_directions_is_refused():
     # one direction large enough: enlarged and padded as the original does
     wide = SourceImage("wide.png", np.zeros((10, 20, 3), np.uint8))
     assert toolbox_preprocess(wide, 16, 16, 18, mean_pixel((0, 0, 0))).blob.shape == (3, 16, 16)
+
+
+def _dense_resize(q16, width, height, kernel, palette=False):
+    """The resize as it was first written: the dense weight matrices applied with einsum (every
+    input pixel of a row times its weight, most of them zero)."""
+    rows, cols = q16.shape[:2]
+    x_factor, y_factor = width / cols, height / rows
+    wx, wy = resize_weights(cols, width, kernel), resize_weights(rows, height, kernel)
+    quantize = lambda v: np.floor(np.clip(v, 0.0, 65535.0) + 0.5)   # noqa: E731
+    if x_factor > y_factor:
+        return quantize(np.einsum("yi,ixc->yxc", wy, quantize(np.einsum("xj,ijc->ixc", wx, q16))))
+    return quantize(np.einsum("xj,yjc->yxc", wx, quantize(np.einsum("yi,ijc->yjc", wy, q16))))
+
+
+@pytest.mark.parametrize("rows,cols,height,width", [
+    (426, 640, 170, 255), (480, 640, 192, 256),     # the reference photos at base 256
+    (640, 426, 255, 170),                           # portrait: the other pass order
+    (33, 47, 101, 150), (5, 7, 17, 23),             # enlarging, odd sizes
+    (97, 61, 31, 20), (250, 3, 80, 1),              # shrinking to odd sizes, to one column
+    (40, 40, 17, 90),                               # one axis up, the other down
+])
+@pytest.mark.parametrize("kernel", ["lanczos", "mitchell"])
+def test_separable_resize_is_bit_for_bit_the_dense_product(rows, cols, height, width, kernel):
+    # 8-bit photos scaled to Q16, as toolbox_resize feeds them; the taps add the same products in
+    # the same order as the dense einsum (its other terms are exact zeros): equal, not close
+    q16 = np.random.default_rng(rows * cols).integers(0, 256, (rows, cols, 3)) * 257.0
+    out = imagemagick_resize(q16, width, height, kernel=kernel)
+    np.testing.assert_array_equal(out, _dense_resize(q16, width, height, kernel))
+
+
+@pytest.mark.parametrize("n_in,n_out", [(640, 255), (5, 17), (4000, 256), (3, 1), (1, 3)])
+@pytest.mark.parametrize("kernel", ["lanczos", "mitchell"])
+def test_resize_taps_are_the_dense_weights(n_in, n_out, kernel):
+    index, weights = resize_taps(n_in, n_out, kernel)
+    dense = np.zeros((n_out, n_in))
+    np.add.at(dense, (np.arange(n_out)[:, None].repeat(index.shape[1], 1), index), weights)
+    np.testing.assert_array_equal(dense, resize_weights(n_in, n_out, kernel))
+    assert not weights.flags.writeable      # cached: shared by every later image of this size

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from caffelrp import bundled, cli, zoo
+from caffelrp import bundled, cli, files, zoo
 from caffelrp.io.caffemodel import blobproto_bytes
 
 
@@ -94,7 +94,8 @@ def served(tmp_path, monkeypatch):
         table[name] = (folder, filename, url, "sha1 " + hashlib.sha1(data).hexdigest())
     monkeypatch.setattr(bundled, "BUNDLED", table)
     monkeypatch.setattr(zoo, "BUNDLED", table)
-    monkeypatch.setattr(zoo, "_SHA1", {})
+    monkeypatch.setattr(files, "_DIGESTS", {})
+    monkeypatch.setattr(files, "LEDGER_MIN_BYTES", 0)     # the served files are small
     server = Server({"bvlc_reference_caffenet.caffemodel": WEIGHTS,
                      "bvlc_alexnet.caffemodel": OTHER, "caffe_ilsvrc12.tar.gz": aux_archive()})
     yield server
@@ -199,19 +200,18 @@ def test_weights_hash_is_remembered_per_path_size_and_mtime(served, tmp_path, mo
     weights = tmp_path / "w.caffemodel"
     weights.write_bytes(OTHER)
     assert zoo.file_sha1(weights) == hashlib.sha1(OTHER).hexdigest()
-    ledger = json.loads((tmp_path / "home" / "sha1.json").read_text())
-    assert ledger[str(weights)][2] == hashlib.sha1(OTHER).hexdigest()
+    ledger = json.loads((tmp_path / "home" / "digests.json").read_text())
+    assert ledger[str(weights)]["sha1"] == hashlib.sha1(OTHER).hexdigest()
     # a new process (empty memory) reads the ledger instead of the file
-    monkeypatch.setattr(zoo, "_SHA1", {})
+    monkeypatch.setattr(files, "_DIGESTS", {})
     opened = []
     real_open = open
     monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p))
                         or real_open(p, *a, **k))
     zoo.file_sha1(weights)
     assert str(weights) not in opened
-    monkeypatch.undo()
+    monkeypatch.setattr("builtins.open", real_open)
     # a changed file is hashed again
-    monkeypatch.setenv("CAFFELRP_HOME", str(tmp_path / "home"))
     weights.write_bytes(WEIGHTS)
     assert zoo.file_sha1(weights) == hashlib.sha1(WEIGHTS).hexdigest()
 
