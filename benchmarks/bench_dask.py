@@ -21,13 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import caffelrp  # noqa: E402
-from bench_forward import random_layers  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
+from common import REPO, command, emit, write_seeded_weights
 
 
 def main():
@@ -40,9 +34,7 @@ def main():
     import distributed
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        prototxt = REPO / "models" / "bvlc_reference_caffenet" / "deploy.prototxt"
-        weights = folder / "caffenet.caffemodel"
-        write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt="v1")
+        prototxt, weights = write_seeded_weights("caffenet", folder)
         images = []
         for i in range(args.images):
             path = folder / ("im%03d.png" % i)
@@ -66,17 +58,14 @@ def main():
                     if turn:      # turn 0 is the warm-up
                         times[name].append(time.perf_counter() - start)
     lines = ["## explain on Dask (issue 14)", "",
-             "Command: `python benchmarks/bench_dask.py %s` (CaffeNet, seeded random weights, "
-             "%d images of 320x256, batch %d, LRP with the default rule 100; medians of %d runs in turns)."
-             % (" ".join(sys.argv[1:]), args.images, args.batch_size, args.repeats), "",
+             "Command: `%s` (CaffeNet, seeded random weights, %d images of 320x256, batch %d, "
+             "LRP with the default rule 100; medians of %d runs in turns)."
+             % (command(__file__), args.images, args.batch_size, args.repeats), "",
              "| set-up | whole command s | images/s |", "|---|---|---|"]
     for name, ts in times.items():
         t = statistics.median(ts)
         lines.append("| %s | %.2f | %.2f |" % (name, t, args.images / t))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

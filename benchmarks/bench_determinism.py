@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import blas
 
+import common  # noqa: F401  (puts this checkout's caffelrp first on sys.path)
+
 import caffelrp
 from caffelrp.attribution import relevance
 from caffelrp.kernels.gemm import matmul

@@ -13,24 +13,17 @@ With --full also one run of the paper's whole protocol (MoRF and LeRF, 10 noise 
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from common import (MEAN_BGR, MODELS, command, emit, input_shape, interleaved_medians,
+                    random_input, seeded_net)
 
-import caffelrp  # noqa: E402
-from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
-from caffelrp import evaluate  # noqa: E402
-from caffelrp.attribution.backward import batch_size  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
-
-MEAN = np.array([104.00699, 116.66877, 122.67891], np.float32).reshape(1, 3, 1, 1)
+import caffelrp
+from caffelrp import evaluate
+from caffelrp.attribution.backward import batch_size
 
 
 def main():
@@ -45,21 +38,15 @@ def main():
     args = parser.parse_args()
     caffelrp.set_num_threads(args.threads)
     lines = ["## Evaluation: AOPC region perturbation (issue 11)", "",
-             "Command: `python benchmarks/bench_evaluate.py %s` (threads: %d; medians of %d turns; "
-             "MoRF, %d steps, one noise draw, 9 x 9 regions)." % (
-                 " ".join(sys.argv[1:]), args.threads, args.repeats, args.steps), "",
+             "Command: `%s` (threads: %d; medians of %d turns; MoRF, %d steps, one noise draw, "
+             "9 x 9 regions)." % (command(__file__), args.threads, args.repeats, args.steps), "",
              "| model | batch B | %d forwards in batches of B s | AOPC s | ratio |" % (
                  args.steps + 1), "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
-            directory, fmt = MODELS[key]
-            prototxt = REPO / "models" / directory / "deploy.prototxt"
-            weights = Path(folder) / (key + ".caffemodel")
-            write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
-            net = caffelrp.Net(prototxt, weights)
-            c, h, w = net.blob_shapes[net.inputs[0]][1:]
-            rng = np.random.default_rng(0)
-            x = (rng.uniform(0, 255, (1, c, h, w)) - MEAN).astype(np.float32)
+            net = seeded_net(key, folder)
+            c, h, w = input_shape(net)
+            x = random_input(net)
             attr = evaluate.random_attribution(x.shape, seed=1)
             b = batch_size(net, (c, h, w), args.memory_budget)
             inputs = np.repeat(x, args.steps + 1, axis=0)
@@ -70,7 +57,7 @@ def main():
 
             def run_aopc():
                 evaluate.region_perturbation(net, x, attr, steps=args.steps, repeats=1,
-                                             orders=("morf",), mean=MEAN.ravel(),
+                                             orders=("morf",), mean=MEAN_BGR,
                                              memory_budget=args.memory_budget)
             t_fwd, t_aopc = interleaved_medians([run_forwards, run_aopc], args.repeats)
             row = "| %s | %d | %.3f | %.3f | %.2f |" % (key, b, t_fwd, t_aopc, t_aopc / t_fwd)
@@ -79,7 +66,7 @@ def main():
             if args.full:
                 t = time.perf_counter()
                 res = evaluate.region_perturbation(net, x, attr, steps=args.steps, repeats=10,
-                                                   mean=MEAN.ravel(),
+                                                   mean=MEAN_BGR,
                                                    memory_budget=args.memory_budget)
                 full = time.perf_counter() - t
                 passes = res.info["forward_passes"] + 1
@@ -88,10 +75,7 @@ def main():
                              "%d forward passes): %.1f s, %.4f s per forward pass (one run)."
                              % (key, passes, full, full / passes))
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -11,26 +11,15 @@ subprocess (growth of its peak RSS, VmHWM, during the load), relative to the fil
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from common import MODELS, REPO, command, emit, median_time, write_seeded_weights
 
-import caffelrp  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
-
-MODELS = {
-    "caffenet": ("bvlc_reference_caffenet", "v1"),
-    "googlenet": ("bvlc_googlenet", "v1"),
-    "vgg16": ("vgg16", "v1"),
-}
+import caffelrp
 
 # VmHWM (this process image's peak RSS) rather than ru_maxrss, which Linux carries over from the
 # forked parent across exec.
@@ -48,59 +37,16 @@ print(json.dumps({"seconds": elapsed, "peak_growth_bytes": peak() - before}))
 """
 
 
-def random_layers(net, seed=1):
-    rng = np.random.default_rng(seed)
-    out = []
-    for name, blobs in net.params.items():
-        arrays = []
-        for j, b in enumerate(blobs):
-            if j == 0:
-                fan_in = int(np.prod(b.shape[1:])) if b.ndim > 1 else b.size
-                arrays.append((rng.standard_normal(b.shape, dtype=np.float32)
-                               * np.float32(np.sqrt(2.0 / fan_in))))
-            else:
-                arrays.append(np.full(b.shape, 0.01, np.float32))
-        out.append((name, net.layer(name).type, arrays))
-    return out
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def interleaved_medians(fns, repeats, inner=1):
-    """Median time of each of ``fns``, measured in turns (after one warm-up each) so that the
-    machine's drift meets all of them alike; the first (a short reference) runs ``inner`` times
-    a turn."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            for _ in range(inner if k == 0 else 1):
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-    return [statistics.median(t) for t in times]
-
-
 def bench_model(key, folder, repeats, batches):
     import cv2
-    directory, fmt = MODELS[key]
-    prototxt = REPO / "models" / directory / "deploy.prototxt"
-    weights = Path(folder) / (key + ".caffemodel")
-    write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
+    prototxt, weights = write_seeded_weights(key, folder)
     size = weights.stat().st_size
 
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     probe = json.loads(subprocess.run([sys.executable, "-c", LOAD_PROBE, str(prototxt),
                                        str(weights)], capture_output=True, text=True,
-                                      check=True).stdout)
+                                      check=True, env=env).stdout)
     load_ours = median_time(lambda: caffelrp.Net(prototxt, weights), repeats)
     load_cv = median_time(lambda: cv2.dnn.readNetFromCaffe(str(prototxt), str(weights)), repeats)
 
@@ -124,10 +70,10 @@ def bench_model(key, folder, repeats, batches):
             "forward": rows}
 
 
-def report(results, command, threads):
+def report(results, command_line, threads):
     lines = ["## Forward pass and weight loading (issue 2)", "",
              "Command: `%s` (threads: %d; median of the repeats; seeded random weights)." % (
-                 command, threads), "",
+                 command_line, threads), "",
              "| model | batch | caffelrp s | OpenCV s | ratio ours/OpenCV | caffelrp GFLOP/s |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -141,7 +87,7 @@ def report(results, command, threads):
         lines.append("| %s | %.0f | %.3f | %.3f | %.2f | %.2f |" % (
             r["model"], r["file_mb"], r["load_ours"], r["load_cv"],
             r["load_ours"] / r["load_cv"], r["load_peak_ratio"]))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main():
@@ -159,11 +105,7 @@ def main():
         for key in args.models:
             results.append(bench_model(key, folder, args.repeats, args.batches))
             print(json.dumps(results[-1]), flush=True)
-    command = "python benchmarks/bench_forward.py " + " ".join(sys.argv[1:])
-    text = report(results, command.strip(), threads)
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(report(results, command(__file__), threads), args.write)
 
 
 if __name__ == "__main__":

@@ -12,27 +12,13 @@ at most 1.2 is the target (the batching works). Peak memory is this process's Vm
 """
 import argparse
 import os
-import sys
 import tempfile
-from pathlib import Path
 
-import numpy as np
+from common import (MEAN_BGR, MODELS, command, emit, input_shape, interleaved_medians,
+                    peak_rss_gb, random_input, seeded_net)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import caffelrp  # noqa: E402
-from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
-from caffelrp.attribution.backward import batch_size  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
-
-MEAN = np.array([104.00699, 116.66877, 122.67891], np.float32)
-
-
-def peak_rss_gb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2 ** 20
+import caffelrp
+from caffelrp.attribution.backward import batch_size
 
 
 def main():
@@ -47,21 +33,15 @@ def main():
     args = parser.parse_args()
     caffelrp.set_num_threads(args.threads)
     lines = ["## Integrated Gradients (issue 5)", "",
-             "Command: `python benchmarks/bench_ig.py %s` (threads: %d; medians; IG with m = %d "
-             "riemann-midpoint steps, baseline black)." % (" ".join(sys.argv[1:]), args.threads,
-                                                         args.steps), "",
+             "Command: `%s` (threads: %d; medians; IG with m = %d riemann-midpoint steps, "
+             "baseline black)." % (command(__file__), args.threads, args.steps), "",
              "| model | forward + backward s (batch 1) | IG s | IG per step s | ratio | batch "
              "| completeness error | peak RSS GB |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
-            directory, fmt = MODELS[key]
-            prototxt = REPO / "models" / directory / "deploy.prototxt"
-            weights = Path(folder) / (key + ".caffemodel")
-            write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
-            net = caffelrp.Net(prototxt, weights)
-            c, h, w = net.blob_shapes[net.inputs[0]][1:]
-            x = (np.random.default_rng(0).uniform(0, 255, (1, c, h, w))
-                 - MEAN.reshape(1, 3, 1, 1)).astype(np.float32)
+            net = seeded_net(key, folder)
+            c, h, w = input_shape(net)
+            x = random_input(net)
             result = {}
 
             def run_fb():
@@ -69,7 +49,7 @@ def main():
 
             def run_ig():
                 result["info"] = net.integrated_gradients(
-                    x, target="top1", baseline="black", mean=MEAN, steps=args.steps,
+                    x, target="top1", baseline="black", mean=MEAN_BGR, steps=args.steps,
                     memory_budget=args.memory_budget)[1]
             t_fb, t_ig = interleaved_medians([run_fb, run_ig], args.repeats, inner=5)
             per_step = t_ig / args.steps
@@ -79,10 +59,7 @@ def main():
                 result["info"][0]["completeness_error"], peak_rss_gb())
             lines.append(row)
             print(row, flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

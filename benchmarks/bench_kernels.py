@@ -7,22 +7,13 @@ Prints the median wall time of each kernel and its effective memory bandwidth
 """
 
 import argparse
-import time
 
 import numpy as np
 
+from common import median_time
+
 from caffelrp.kernels import im2col as k_im2col
 from caffelrp.kernels import pooling as k_pool
-
-
-def median_time(fn, repeats):
-    fn()                                   # warm-up (page faults of fresh outputs)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def report(name, t, nbytes):

@@ -9,18 +9,12 @@ measured in turns (so that the machine's drift meets them alike). The original's
 (TIMINGS.md, batch 1, forward + backward) are quoted next to ours per image.
 """
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from common import MODELS, command, emit, input_shape, interleaved_medians, seeded_net
 
-import caffelrp  # noqa: E402
-from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
+import caffelrp
 
 # ../shared/reference/TIMINGS.md, median fwd + bwd seconds per image (batch 1): beta 0 from the
 # clean pass, beta 1 (the demonstrator's shipped setting) from the second pass.
@@ -43,19 +37,15 @@ def main():
     args = parser.parse_args()
     import tempfile
     lines = ["## LRP relevance (issue 3)", "",
-             "Command: `python benchmarks/bench_lrp.py %s` (threads: %d; medians)." % (
-                 " ".join(sys.argv[1:]), caffelrp.get_num_threads()), "",
+             "Command: `%s` (threads: %d; medians)." % (
+                 command(__file__), caffelrp.get_num_threads()), "",
              "| model | batch | rule | beta | forward s | forward + relevance s | ratio | per image s "
              "| per image vs batch %d | original per image s | speed-up vs original |"
              % args.batches[0], "|---|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
-            directory, fmt = MODELS[key]
-            prototxt = REPO / "models" / directory / "deploy.prototxt"
-            weights = Path(folder) / (key + ".caffemodel")
-            write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
-            net = caffelrp.Net(prototxt, weights)
-            c, h, w = net.blob_shapes[net.inputs[0]][1:]
+            net = seeded_net(key, folder)
+            c, h, w = input_shape(net)
             variants = [(rule, beta) for rule in args.rules for beta in args.betas]
             cases, runs = [], []   # every batch size and variant in the same turns
             for batch in args.batches:
@@ -82,10 +72,7 @@ def main():
                         "%.1fx" % (orig / per_image) if orig else "-")
                     lines.append(row)
                     print(row, flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,14 @@ default 80-setting sweep (targets top5 and top1). The issue's bound: the 40-sett
 at most the 40 passes.
 """
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from common import command, emit, input_shape, interleaved_medians, seeded_net
 
-import caffelrp  # noqa: E402
-from bench_forward import MODELS, interleaved_medians, random_layers  # noqa: E402
-from caffelrp.io.caffemodel import write_caffemodel  # noqa: E402
-from caffelrp.reproduce import DEFAULT_BETAS, DEFAULT_EPSS, DEFAULT_RULES, settings, sweep  # noqa
+import caffelrp
+from caffelrp.reproduce import DEFAULT_BETAS, DEFAULT_EPSS, DEFAULT_RULES, settings, sweep
 
 
 def main():
@@ -30,13 +24,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write")
     args = parser.parse_args()
-    directory, fmt = MODELS["caffenet"]
-    prototxt = REPO / "models" / directory / "deploy.prototxt"
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "caffenet.caffemodel"
-        write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt=fmt)
-        net = caffelrp.Net(prototxt, weights)
-        c, h, w = net.blob_shapes[net.inputs[0]][1:]
+        net = seeded_net("caffenet", folder)
+        c, h, w = input_shape(net)
         rng = np.random.default_rng(0)
         x = (rng.standard_normal((1, c, h, w)) * 50).astype(np.float32)
         bounds = (x - 100, x + 100)
@@ -57,9 +47,9 @@ def main():
             [single_passes, sweep_top5, sweep_default], args.repeats)
     distinct = len(settings(DEFAULT_RULES, DEFAULT_EPSS, DEFAULT_BETAS, ("top5",)))
     lines = ["## reproduce sweep (issue 10)", "",
-             "Command: `python benchmarks/bench_reproduce.py %s` (CaffeNet, seeded weights, "
-             "threads: %d; medians of %d; the machine was shared with other jobs, figures are "
-             "noisy)." % (" ".join(sys.argv[1:]), caffelrp.get_num_threads(), args.repeats), "",
+             "Command: `%s` (CaffeNet, seeded weights, threads: %d; medians of %d; the machine "
+             "was shared with other jobs, figures are noisy)." % (
+                 command(__file__), caffelrp.get_num_threads(), args.repeats), "",
              "| what | settings | relevance passes | s | vs 40 x formula 100 |",
              "|---|---|---|---|---|",
              "| 40 x `net.relevance(rule=100)`, batch 1 | %d | %d (+%d forwards) | %.2f | 1.00 |"
@@ -68,11 +58,7 @@ def main():
              % (n, distinct, t_sweep, t_sweep / t_single),
              "| `reproduce` default sweep, top5 + top1 | %d | %d at batch 2 (1 forward) | %.2f "
              "| %.2f |" % (2 * n, distinct, t_default, t_default / t_single), ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        with open(args.write, "a") as f:
-            f.write(text + "\n")
+    emit(lines, args.write, append=True)
 
 
 if __name__ == "__main__":
