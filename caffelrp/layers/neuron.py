@@ -5,6 +5,8 @@ where Caffe does, from the top y).
 """
 import numpy as np
 
+from ..kernels.neuron import relu_backward, relu_forward
+from ..threads import threads_for
 from .base import Layer, register
 
 
@@ -32,14 +34,18 @@ class ReLU(Neuron):
         self.negative_slope = param.relu_param.negative_slope
 
     def apply(self, x):
-        if self.negative_slope == 0:
-            return np.maximum(x, 0)
-        return np.where(x > 0, x, x * np.float32(self.negative_slope))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty_like(x)
+        relu_forward(x.reshape(-1), self.negative_slope, out.reshape(-1), threads_for(x.size))
+        return out
 
     def derivative(self, x, y, dy):
-        if self.negative_slope == 0:
-            return np.where(x > 0, dy, np.float32(0))
-        return np.where(x > 0, dy, dy * np.float32(self.negative_slope))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        dy = np.ascontiguousarray(dy, dtype=np.float32)
+        out = np.empty_like(dy)
+        relu_backward(x.reshape(-1), dy.reshape(-1), self.negative_slope, out.reshape(-1),
+                      threads_for(x.size))
+        return out
 
 
 @register("Dropout")
