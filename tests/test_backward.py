@@ -326,7 +326,7 @@ def test_input_gradient_matches_float64_finite_differences(tmp_path, name):
     assert_close(got, finite_difference(net, x, net._latest[top], weights))
 
 
-@pytest.mark.parametrize("batched_spatial", [28 * 28, 0])
+@pytest.mark.parametrize("batched_spatial", [256, 0])
 def test_pointwise_convolution_batch_forward_and_backward_per_group(tmp_path, monkeypatch,
                                                                      batched_spatial):
     """1x1 convolutions read the images as their own column matrix (no im2col), in one product
