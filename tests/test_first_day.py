@@ -14,6 +14,7 @@ from caffelrp.files import file_sha256, write_atomically
 from caffelrp.io.caffemodel import write_caffemodel
 
 from netutil import layer, prototxt
+from terminal import Terminal
 from test_cli_explain import BODY, SIDE, explain, make_image, model  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,18 +253,7 @@ def test_bundled_smallnet_says_its_weights_are_random(tmp_path):
 
 
 def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
-    class Stream:
-        text = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-    stream = Stream()
+    stream = Terminal()
     progress = cli.Progress(4, stream=stream, interval=0)
     assert "0/4 images" in stream.text and "elapsed" in stream.text     # before any image
     progress.advance()
@@ -275,18 +265,7 @@ def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
 
 def test_progress_names_the_images_of_a_running_batch():
     # an LRP batch is one call with no per-image end: the bar says which images it holds
-    class Stream:
-        text = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-    stream = Stream()
+    stream = Terminal()
     progress = cli.Progress(10, stream=stream, interval=0)
     progress.working(8)
     assert stream.text.split("\r")[-1].startswith("[") and "working on 1-8" in stream.text
