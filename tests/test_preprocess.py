@@ -221,3 +221,22 @@ def test_resize_taps_are_the_dense_weights(n_in, n_out, kernel):
     np.add.at(dense, (np.arange(n_out)[:, None].repeat(index.shape[1], 1), index), weights)
     np.testing.assert_array_equal(dense, resize_weights(n_in, n_out, kernel))
     assert not weights.flags.writeable      # cached: shared by every later image of this size
+
+
+def test_resample_kernel_does_not_depend_on_the_thread_count():
+    from caffelrp.kernels.resample import resample_axis
+    src = np.random.default_rng(5).integers(0, 65536, (37, 300, 3)).astype(np.float64)
+    index, weights = resize_taps(300, 113, "lanczos")
+    outs = []
+    for threads in (1, 2, 3):
+        outs.append(np.empty((37, 113, 3)))
+        resample_axis(src, index, weights, outs[-1], threads)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_resample_kernel_refuses_a_tap_outside_the_image():
+    from caffelrp.kernels.resample import resample_axis
+    index = np.array([[0, 5]], dtype=np.int64)          # 5 is past a 5-pixel axis
+    with pytest.raises(ValueError, match="tap index 5 outside 0..4"):
+        resample_axis(np.zeros((1, 5, 3)), index, np.ones((1, 2)), np.empty((1, 1, 3)))
