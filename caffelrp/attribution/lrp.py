@@ -50,7 +50,8 @@ PASS_THROUGH = {"Dropout"}
 
 
 def _injection_layer(net, start):
-    types = [layer.type for layer in net._layers]
+    steps = net.graph().steps
+    types = [step.layer.type for step in steps]
     if start == "highest-ip":
         found = [i for i, t in enumerate(types) if t == "InnerProduct"]
         if not found:
@@ -64,8 +65,8 @@ def _injection_layer(net, start):
     if isinstance(start, (int, np.integer)) and 0 <= start < len(types):
         return int(start)
     if isinstance(start, str):
-        for i, layer in enumerate(net._layers):
-            if layer.name == start:
+        for i, step in enumerate(steps):
+            if step.layer.name == start:
                 return i
     raise ValueError("start must be 'highest-ip', 'below-softmax', a layer name or a layer index "
                      "in [0, %d), got %r" % (len(types), start))
@@ -74,9 +75,10 @@ def _injection_layer(net, start):
 def _ranking_scores(net, injection_top):
     """The values that rank the classes: the net's ranking Softmax when it ranks the injection
     layer's outputs (same shape), else the injected values themselves."""
-    scores = net._values[ranking_blob(net, injection_top)]
-    if scores.shape != net._values[injection_top].shape:
-        return net._values[injection_top]
+    graph = net.graph()
+    scores = graph.value(ranking_blob(net, injection_top))
+    if scores.shape != graph.value(injection_top).shape:
+        return graph.value(injection_top)
     return scores
 
 
@@ -157,24 +159,26 @@ def _affine_chains(net):
     A chain continues while the blob has exactly one consumer (fan-out goes through Split layers)
     and that consumer is a per-channel affine layer; LRP then treats the linear layer and its chain
     as one linear layer with folded weights, so the model explains like its folded equivalent."""
+    graph = net.graph()
+    steps = graph.steps
     consumers = {}
-    for j, bottoms in enumerate(net._bottom_ids):
-        for b in bottoms:
+    for j, step in enumerate(steps):
+        for b in step.bottoms:
             consumers.setdefault(b, []).append(j)
     chains = {}
-    for i, layer in enumerate(net._layers):
-        if layer.type not in ("Convolution", "InnerProduct") or len(net._top_ids[i]) != 1:
+    for i, step in enumerate(steps):
+        if step.layer.type not in ("Convolution", "InnerProduct") or len(step.tops) != 1:
             continue
-        top, chain = net._top_ids[i][0], []
+        top, chain = step.tops[0], []
         while len(consumers.get(top, ())) == 1:
             j = consumers[top][0]
-            nxt = net._layers[j]
-            shape = net._blob_shapes[top]
-            if nxt.type not in AFFINE or len(net._bottom_ids[j]) != 1 or len(shape) < 2 or \
+            nxt = steps[j].layer
+            shape = graph.shape(top)
+            if nxt.type not in AFFINE or len(steps[j].bottoms) != 1 or len(shape) < 2 or \
                     _channel_affine(nxt, shape[1]) is None:
                 break
             chain.append(j)
-            top = net._top_ids[j][0]
+            top = steps[j].tops[0]
         if chain:
             chains[i] = chain
     return chains
@@ -194,12 +198,13 @@ def _weight_cache(layer, sources):
 def _linear_parameters(net, i, chain):
     """(W, b or None, cache) of linear layer i, with the affine layers of ``chain`` folded in:
     W' = a W (per output row), b' = a b + c (a, c composed along the chain)."""
-    layer = net._layers[i]
+    steps = net.graph().steps
+    layer = steps[i].layer
     W = layer.weight_matrix() if layer.type == "InnerProduct" else layer.blobs[0]
     b = layer.blobs[1] if layer.bias_term else None
     if not chain:
         return W, b, _weight_cache(layer, layer.blobs)
-    affine = [net._layers[j] for j in chain]
+    affine = [steps[j].layer for j in chain]
     cache = _weight_cache(layer, list(layer.blobs) + [w for a in affine for w in a.blobs])
     if "folded" not in cache:
         o = W.shape[0]
@@ -351,17 +356,18 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     relu_mode, pool_mode = behaviour(key, "ReLU"), behaviour(key, "Pooling")
     lrn_mode, output_mode = behaviour(key, "LRN"), behaviour(key, "output")
     net.forward(x)
-    values = net._values
-    input_id = net._inputs[0][1]
+    graph = net.graph()
+    values = [graph.value(v) for v in range(len(graph))]
+    input_id = graph.inputs[0]
     settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer, gamma=gamma,
                         bounds=_bounds(values[input_id], mean, bounds))
     top = _injection_layer(net, start)
-    inj_top = net._top_ids[top][0]
+    inj_top = graph.steps[top].tops[0]
     logits = values[inj_top]
     classes = resolve_targets(target, _ranking_scores(net, inj_top), tie_break=logits)
 
     rel = {}
-    for tid in net._top_ids[top]:
+    for tid in graph.steps[top].tops:
         rel[tid] = np.zeros_like(values[tid])
     flat_r = rel[inj_top].reshape(logits.shape[0], -1)
     flat_l = logits.reshape(logits.shape[0], -1)
@@ -374,10 +380,11 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     folded = {j: i for i, chain in chains.items() for j in chain}
     ledger = []
     for i in range(top, -1, -1):
-        layer = net._layers[i]
+        step = graph.steps[i]
+        layer = step.layer
         if layer.is_input:
             continue
-        tops, bottoms = net._top_ids[i], net._bottom_ids[i]
+        tops, bottoms = step.tops, step.bottoms
         if not any(t in rel for t in tops):
             continue  # nothing reached this layer (e.g. a Softmax above the injection)
         r_tops = [rel[t] if t in rel else np.zeros_like(values[t]) for t in tops]
@@ -463,6 +470,6 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     blobs = {}
     if record:
         for bid in sorted(rel):   # lowest version of a name first: the producer's output
-            blobs.setdefault(net._blob_names[bid], rel[bid])
-        blobs[net._blob_names[input_id]] = out
+            blobs.setdefault(graph.name(bid), rel[bid])
+        blobs[graph.name(input_id)] = out
     return RelevanceResult(out, classes, injected, blobs, ledger)
