@@ -57,3 +57,23 @@ def test_consumers_and_unknown_blobs(net):
     assert len(graph) == 1 + sum(len(s.tops) for s in graph.steps)
     with pytest.raises(KeyError, match="no blob named 'nope'"):
         graph.latest("nope")
+
+
+def test_the_reverse_walk_visits_reached_layers_last_first_and_keeps_what_is_asked(net):
+    """The one reverse pass of the gradient and relevance passes (attribution.backward)."""
+    from caffelrp.attribution.backward import reverse_walk
+    graph = net.graph()
+    net.forward(np.ones((2, 3, 6, 6), np.float32))
+    a = graph.latest("a")
+    seen = []
+
+    def visit(step, upper):
+        seen.append(step.layer.name)
+        # a made-up rule: twice the mean of the tops' signals (unreached tops give zeros)
+        level = 2 * sum(float(u.mean()) for u in upper)
+        return [np.full(graph.shape(b), level, np.float32) for b in step.bottoms]
+
+    got = reverse_walk(net, {a: np.ones((2, 3), np.float32)}, visit, keep={graph.inputs[0], a})
+    assert seen == ["a", graph.steps[2].layer.name, "relu", "conv"]   # "sum" and "b" not reached
+    assert set(got) == {graph.inputs[0], a}
+    np.testing.assert_array_equal(got[graph.inputs[0]], np.full((2, 3, 6, 6), 16, np.float32))

@@ -30,36 +30,45 @@ MAX_BATCH = 32
 
 
 # ------------------------------------------------------------------------------ the pass
+def reverse_walk(net, seeds, visit, keep=None):
+    """The one reverse pass over ``net.graph()`` after a forward pass, shared by the gradient
+    and the relevance passes: ``seeds`` {blob version: signal (gradient or relevance)}; every
+    layer, from the last down to the first, whose tops received a signal is handed to
+    ``visit(step, top_signals)`` (a missing top's signal is zeros), which returns one signal per
+    bottom (None: that bottom receives nothing). A version read by several layers sums their
+    signals (implicit Split layers make that explicit, as in Caffe's ``Net::Backward``).
+
+    Returns {blob version: signal} for the versions in ``keep`` (every one reached if ``keep``
+    is None); the signals of versions not kept are dropped once the layer reading them has run,
+    so the pass holds only its current frontier."""
+    graph = net.graph()
+    signals = {v: np.ascontiguousarray(d, dtype=np.float32) for v, d in seeds.items()}
+    kept = {v: d for v, d in signals.items() if keep is None or v in keep}
+    for step in reversed(graph.steps):
+        if step.layer.is_input or not any(t in signals for t in step.tops):
+            continue
+        upper = [signals.pop(t) if t in signals else np.zeros(graph.shape(t), np.float32)
+                 for t in step.tops]
+        for b, d in zip(step.bottoms, visit(step, upper)):
+            if d is None:
+                continue
+            signals[b] = signals[b] + d if b in signals else d
+            if keep is None or b in keep:
+                kept[b] = signals[b]
+    return kept
+
+
 def backward(net, seeds, keep=None):
     """Backward pass after ``net.forward``: ``seeds`` {blob version: gradient of that version};
     returns {blob version: gradient} for the versions in ``keep`` (every one reached if ``keep``
-    is None).
-
-    Gradients of blobs not kept are dropped as soon as the layer reading them has run, so the
-    pass holds only the gradients of the current frontier."""
+    is None). Each layer's gradient is its own ``backward`` (Caffe's ``Backward_cpu``)."""
     graph = net.graph()
-    diffs = {v: np.ascontiguousarray(d, dtype=np.float32) for v, d in seeds.items()}
-    kept = {}
-    for v in list(diffs):
-        if keep is None or v in keep:
-            kept[v] = diffs[v]
-    for step in reversed(graph.steps):
-        layer, tops, bottoms = step.layer, step.tops, step.bottoms
-        if layer.is_input or not any(t in diffs for t in tops):
-            continue
-        top_diffs = [diffs[t] if t in diffs else np.zeros(graph.shape(t), np.float32)
-                     for t in tops]
-        bottom_diffs = layer.backward([graph.value(b) for b in bottoms],
-                                      [graph.value(t) for t in tops], top_diffs)
-        for t in tops:
-            diffs.pop(t, None)
-        for b, d in zip(bottoms, bottom_diffs):
-            if d is None:
-                continue
-            diffs[b] = diffs[b] + d if b in diffs else d
-            if keep is None or b in keep:
-                kept[b] = diffs[b]
-    return kept
+
+    def gradient(step, top_diffs):
+        return step.layer.backward([graph.value(b) for b in step.bottoms],
+                                   [graph.value(t) for t in step.tops], top_diffs)
+
+    return reverse_walk(net, seeds, gradient, keep)
 
 
 def backward_by_name(net, diffs, blobs=None):

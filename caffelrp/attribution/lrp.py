@@ -42,6 +42,7 @@ from ..kernels.relevance import ave_pool_relevance, lrn_relevance
 from ..layers.pooling import MAX
 from ..layers.routing import EltwiseOp
 from ..rules import Backprojection
+from .backward import reverse_walk
 from .targets import ranking_blob
 from .targets import resolve as resolve_targets
 from ..threads import threads_for
@@ -316,12 +317,9 @@ class RelevanceResult:
         return "\n".join(lines)
 
 
-def _from_backward(layer, rel, values, bottoms, tops, r_tops):
+def _from_backward(layer, values, bottoms, tops, r_tops):
     """The gradient-type behaviour: the layer's own ``backward`` carries the relevance down."""
-    diffs = layer.backward([values[b] for b in bottoms], [values[t] for t in tops], r_tops)
-    for b, d in zip(bottoms, diffs):
-        if d is not None:
-            rel[b] = d
+    return layer.backward([values[b] for b in bottoms], [values[t] for t in tops], r_tops)
 
 
 def _per_image_sum(arrays):
@@ -366,10 +364,8 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     logits = values[inj_top]
     classes = resolve_targets(target, _ranking_scores(net, inj_top), tie_break=logits)
 
-    rel = {}
-    for tid in graph.steps[top].tops:
-        rel[tid] = np.zeros_like(values[tid])
-    flat_r = rel[inj_top].reshape(logits.shape[0], -1)
+    seeds = {tid: np.zeros_like(values[tid]) for tid in graph.steps[top].tops}
+    flat_r = seeds[inj_top].reshape(logits.shape[0], -1)
     flat_l = logits.reshape(logits.shape[0], -1)
     for nidx, per in enumerate(classes):
         for c in per:
@@ -379,23 +375,18 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     chains = _affine_chains(net)
     folded = {j: i for i, chain in chains.items() for j in chain}
     ledger = []
-    for i in range(top, -1, -1):
-        step = graph.steps[i]
-        layer = step.layer
-        if layer.is_input:
-            continue
-        tops, bottoms = step.tops, step.bottoms
-        if not any(t in rel for t in tops):
-            continue  # nothing reached this layer (e.g. a Softmax above the injection)
-        r_tops = [rel[t] if t in rel else np.zeros_like(values[t]) for t in tops]
+
+    def visit(step, r_tops):
+        i, layer, tops, bottoms = step.index, step.layer, step.tops, step.bottoms
         t = layer.type
         applied = t
+        r_bottoms = [None] * len(bottoms)
         if t in PASS_THROUGH or (t == "Split" and len(tops) == 1) or (
                 t == "Concat" and len(bottoms) == 1) or i in folded:
-            rel[bottoms[0]] = r_tops[0]
+            r_bottoms[0] = r_tops[0]
             applied = "folded into layer %d" % folded[i] if i in folded else "identity"
         elif t in ("Split", "Concat"):
-            _from_backward(layer, rel, values, bottoms, tops, r_tops)  # routing: its gradient
+            r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)  # routing
             applied = "gradient"
         elif t in ("Convolution", "InnerProduct"):
             first = input_id in bottoms
@@ -405,59 +396,60 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
             # a folded chain: z from the folded weights (None: the rule forms it), so that the
             # rule's z+ and z - z+ come from the same float32 weights as in the folded twin
             z = None if chain else values[tops[0]]
-            rel[bottoms[0]] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
+            r_bottoms[0] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
             applied = repr(r) + (" (+%d folded)" % len(chain) if chain else "")
         elif t in AFFINE:
             r = rule_for(key, "Convolution", i, first=input_id in bottoms, settings=settings)
             if isinstance(r, Backprojection):       # the gradient types: the layer's gradient
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
                 applied = "gradient"
             else:
                 xb = values[bottoms[0]]
                 a, c = _standalone_affine(layer, xb)
-                rel[bottoms[0]] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
+                r_bottoms[0] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
                 applied = repr(r) + " (per channel)"
         elif t == "Eltwise":
             join = rule_for(key, "Eltwise", i, first=input_id in bottoms, settings=settings)
             xs, y = [values[b] for b in bottoms], values[tops[0]]
             if join == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
                 applied = "gradient"
             elif layer.operation == EltwiseOp.SUM:
-                for b, rb in zip(bottoms, _eltwise_sum(layer, xs, y, r_tops[0], join)):
-                    rel[b] = rb
+                r_bottoms = _eltwise_sum(layer, xs, y, r_tops[0], join)
                 applied = repr(join) + " (join)"
             elif layer.operation == EltwiseOp.MAX:
-                for b, rb in zip(bottoms, _eltwise_max(layer, xs, y, r_tops[0])):
-                    rel[b] = rb
+                r_bottoms = _eltwise_max(layer, xs, y, r_tops[0])
                 applied = "winner"
             else:
                 raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
                                             % (layer.index, layer.name))
         elif t == "ReLU":
             if relu_mode == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _relu(relu_mode, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _relu(relu_mode, values[bottoms[0]], r_tops[0])
             applied = relu_mode
         elif t == "Pooling":
             if layer.method == MAX or pool_mode == GRADIENT:   # MAX: to the argmax either way
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _ave_pool(layer, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _ave_pool(layer, values[bottoms[0]], r_tops[0])
             applied = pool_mode
         elif t == "LRN":
             if lrn_mode == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _lrn(layer, values[bottoms[0]], r_tops[0])
             applied = lrn_mode
         else:
             raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule (the "
                                         "original has none either, spec 2.1)" % (i, layer.name, t))
         if record:
             ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
-                                    _per_image_sum([rel[b] for b in bottoms])))
+                                    _per_image_sum([r for r in r_bottoms if r is not None])))
+        return r_bottoms
+
+    rel = reverse_walk(net, seeds, visit, keep=None if record else {input_id})
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
