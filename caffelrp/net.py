@@ -36,6 +36,10 @@ log = logging.getLogger("caffelrp")
 
 LayerInfo = namedtuple("LayerInfo", "name type")
 
+# One layer of the net, in Caffe's order: its Caffe index, the layer object, and the blob versions
+# (ints, see ``Graph``) it reads and writes.
+Step = namedtuple("Step", "index layer bottoms tops")
+
 # Layer types of Caffe 1.0 that read data or compute losses: they belong to train/val nets.
 _TRAINING_TYPES = {
     "Data", "ImageData", "HDF5Data", "HDF5Output", "WindowData", "DummyData", "Accuracy",
@@ -146,6 +150,68 @@ def _argument_errors(method):
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ArgumentError("%s: %s" % (method.__name__, e)) from e
     return wrapper
+
+
+
+# ---------------------------------------------------------------------------------- the graph
+class Graph:
+    """The structure of a net as the passes over it see it (``net.graph()``).
+
+    Every blob *version* has an int id: the net inputs first, then every top in layer order. An
+    in-place layer (a ReLU writing its bottom's name) makes a new version of that name, so the
+    values before it stay readable. ``steps`` are the layers in Caffe's order, each a ``Step``
+    (index, layer, bottom versions, top versions). Values and shapes are read from the net live:
+    ``value(v)`` is what the last forward pass wrote (None before one), ``shape(v)`` the shape
+    from the last shape inference (None before one).
+    """
+
+    def __init__(self, net):
+        self._net = net
+
+    @property
+    def steps(self):
+        return self._net._steps
+
+    @property
+    def inputs(self):
+        """Versions of the net inputs, in ``net.inputs`` order."""
+        return tuple(bid for _, bid, _ in self._net._inputs)
+
+    @property
+    def outputs(self):
+        """Versions of the net outputs, in ``net.outputs`` order."""
+        return tuple(self._net._latest[name] for name in self._net.outputs)
+
+    def __len__(self):
+        """The number of blob versions."""
+        return len(self._net._blob_names)
+
+    def name(self, version):
+        return self._net._blob_names[version]
+
+    def shape(self, version):
+        return self._net._blob_shapes[version]
+
+    def value(self, version):
+        return self._net._values[version]
+
+    def latest(self, name):
+        """The last version of blob ``name`` (what ``net.blobs[name]`` shows)."""
+        try:
+            return self._net._latest[name]
+        except KeyError:
+            raise KeyError("no blob named %r" % (name,)) from None
+
+    def has_blob(self, name):
+        return name in self._net._latest
+
+    def versions(self, name):
+        """Every version of blob ``name``, oldest (its producer's output) first."""
+        return [v for v, n in enumerate(self._net._blob_names) if n == name]
+
+    def consumers(self, version):
+        """Positions in ``steps`` of the layers that read ``version``."""
+        return [k for k, step in enumerate(self.steps) if version in step.bottoms]
 
 
 # ---------------------------------------------------------------------------------- the net
@@ -285,6 +351,9 @@ class Net:
         else:
             self._infer_shapes(shapes)
         self._values = [None] * len(self._blob_names)
+        self._steps = tuple(Step(layer.index, layer, tuple(b), tuple(t)) for layer, b, t in
+                            zip(self._layers, self._bottom_ids, self._top_ids))
+        self._graph = Graph(self)
 
     def _input_layer_shape(self, lp, k):
         if lp.type == "MemoryData":
@@ -492,6 +561,16 @@ class Net:
                                       gamma=gamma, mean=mean, bounds=bounds)
 
     # -- introspection -------------------------------------------------------------------------
+    def graph(self):
+        """The net's ``Graph``: its layers in order with the blob versions they read and write,
+        and the values of the last forward pass (what the backward and relevance passes walk)."""
+        return self._graph
+
+    def check_inputs(self, x):
+        """The input arrays ``forward(x)`` would run (float32, C-contiguous, one per net input),
+        or an ``InputShapeError`` naming the input."""
+        return self._check_inputs(x)
+
     @property
     def layers(self):
         return [LayerInfo(layer.name, layer.type) for layer in self._layers]

@@ -70,12 +70,13 @@ def explained_classes(net, x, targets):
     from .attribution import lrp
     from .attribution.targets import resolve
     top = lrp._injection_layer(net, "highest-ip")
-    inj = net._top_ids[top][0]
+    graph = net.graph()
+    inj = graph.steps[top].tops[0]
     scores = lrp._ranking_scores(net, inj)[:1]
     out = []
     for t in targets:
         if isinstance(t, str):
-            out.append([int(c) for c in resolve(t, scores, tie_break=net._values[inj][:1])[0]])
+            out.append([int(c) for c in resolve(t, scores, tie_break=graph.value(inj)[:1])[0]])
         else:
             out.append([int(t)])
     return out

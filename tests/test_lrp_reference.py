@@ -111,9 +111,10 @@ def test_relevance_matches_original(shared_reference, nets, model, image, tag):
 
 def tied_rows(net):
     """Input rows inside the receptive field of a pool1 window whose positive max is tied."""
-    pool, conv = net._layers[2], net._layers[0]
+    graph = net.graph()
+    pool, conv = graph.steps[2].layer, graph.steps[0].layer
     assert (pool.type, conv.type) == ("Pooling", "Convolution")
-    xb = net._values[net._bottom_ids[2][0]][0]
+    xb = graph.value(graph.steps[2].bottoms[0])[0]
     (kh, kw), (oh, ow) = pool.window(*xb.shape[1:])
     sh, sw = pool.stride
     conv_rows = set()

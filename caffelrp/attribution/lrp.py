@@ -42,6 +42,7 @@ from ..kernels.relevance import ave_pool_relevance, lrn_relevance
 from ..layers.pooling import MAX
 from ..layers.routing import EltwiseOp
 from ..rules import Backprojection
+from .backward import reverse_walk
 from .targets import ranking_blob
 from .targets import resolve as resolve_targets
 from ..threads import threads_for
@@ -50,7 +51,8 @@ PASS_THROUGH = {"Dropout"}
 
 
 def _injection_layer(net, start):
-    types = [layer.type for layer in net._layers]
+    steps = net.graph().steps
+    types = [step.layer.type for step in steps]
     if start == "highest-ip":
         found = [i for i, t in enumerate(types) if t == "InnerProduct"]
         if not found:
@@ -64,8 +66,8 @@ def _injection_layer(net, start):
     if isinstance(start, (int, np.integer)) and 0 <= start < len(types):
         return int(start)
     if isinstance(start, str):
-        for i, layer in enumerate(net._layers):
-            if layer.name == start:
+        for i, step in enumerate(steps):
+            if step.layer.name == start:
                 return i
     raise ValueError("start must be 'highest-ip', 'below-softmax', a layer name or a layer index "
                      "in [0, %d), got %r" % (len(types), start))
@@ -74,9 +76,10 @@ def _injection_layer(net, start):
 def _ranking_scores(net, injection_top):
     """The values that rank the classes: the net's ranking Softmax when it ranks the injection
     layer's outputs (same shape), else the injected values themselves."""
-    scores = net._values[ranking_blob(net, injection_top)]
-    if scores.shape != net._values[injection_top].shape:
-        return net._values[injection_top]
+    graph = net.graph()
+    scores = graph.value(ranking_blob(net, injection_top))
+    if scores.shape != graph.value(injection_top).shape:
+        return graph.value(injection_top)
     return scores
 
 
@@ -157,24 +160,26 @@ def _affine_chains(net):
     A chain continues while the blob has exactly one consumer (fan-out goes through Split layers)
     and that consumer is a per-channel affine layer; LRP then treats the linear layer and its chain
     as one linear layer with folded weights, so the model explains like its folded equivalent."""
+    graph = net.graph()
+    steps = graph.steps
     consumers = {}
-    for j, bottoms in enumerate(net._bottom_ids):
-        for b in bottoms:
+    for j, step in enumerate(steps):
+        for b in step.bottoms:
             consumers.setdefault(b, []).append(j)
     chains = {}
-    for i, layer in enumerate(net._layers):
-        if layer.type not in ("Convolution", "InnerProduct") or len(net._top_ids[i]) != 1:
+    for i, step in enumerate(steps):
+        if step.layer.type not in ("Convolution", "InnerProduct") or len(step.tops) != 1:
             continue
-        top, chain = net._top_ids[i][0], []
+        top, chain = step.tops[0], []
         while len(consumers.get(top, ())) == 1:
             j = consumers[top][0]
-            nxt = net._layers[j]
-            shape = net._blob_shapes[top]
-            if nxt.type not in AFFINE or len(net._bottom_ids[j]) != 1 or len(shape) < 2 or \
+            nxt = steps[j].layer
+            shape = graph.shape(top)
+            if nxt.type not in AFFINE or len(steps[j].bottoms) != 1 or len(shape) < 2 or \
                     _channel_affine(nxt, shape[1]) is None:
                 break
             chain.append(j)
-            top = net._top_ids[j][0]
+            top = steps[j].tops[0]
         if chain:
             chains[i] = chain
     return chains
@@ -194,12 +199,13 @@ def _weight_cache(layer, sources):
 def _linear_parameters(net, i, chain):
     """(W, b or None, cache) of linear layer i, with the affine layers of ``chain`` folded in:
     W' = a W (per output row), b' = a b + c (a, c composed along the chain)."""
-    layer = net._layers[i]
+    steps = net.graph().steps
+    layer = steps[i].layer
     W = layer.weight_matrix() if layer.type == "InnerProduct" else layer.blobs[0]
     b = layer.blobs[1] if layer.bias_term else None
     if not chain:
         return W, b, _weight_cache(layer, layer.blobs)
-    affine = [net._layers[j] for j in chain]
+    affine = [steps[j].layer for j in chain]
     cache = _weight_cache(layer, list(layer.blobs) + [w for a in affine for w in a.blobs])
     if "folded" not in cache:
         o = W.shape[0]
@@ -311,12 +317,9 @@ class RelevanceResult:
         return "\n".join(lines)
 
 
-def _from_backward(layer, rel, values, bottoms, tops, r_tops):
+def _from_backward(layer, values, bottoms, tops, r_tops):
     """The gradient-type behaviour: the layer's own ``backward`` carries the relevance down."""
-    diffs = layer.backward([values[b] for b in bottoms], [values[t] for t in tops], r_tops)
-    for b, d in zip(bottoms, diffs):
-        if d is not None:
-            rel[b] = d
+    return layer.backward([values[b] for b in bottoms], [values[t] for t in tops], r_tops)
 
 
 def _per_image_sum(arrays):
@@ -351,19 +354,18 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     relu_mode, pool_mode = behaviour(key, "ReLU"), behaviour(key, "Pooling")
     lrn_mode, output_mode = behaviour(key, "LRN"), behaviour(key, "output")
     net.forward(x)
-    values = net._values
-    input_id = net._inputs[0][1]
+    graph = net.graph()
+    values = [graph.value(v) for v in range(len(graph))]
+    input_id = graph.inputs[0]
     settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer, gamma=gamma,
                         bounds=_bounds(values[input_id], mean, bounds))
     top = _injection_layer(net, start)
-    inj_top = net._top_ids[top][0]
+    inj_top = graph.steps[top].tops[0]
     logits = values[inj_top]
     classes = resolve_targets(target, _ranking_scores(net, inj_top), tie_break=logits)
 
-    rel = {}
-    for tid in net._top_ids[top]:
-        rel[tid] = np.zeros_like(values[tid])
-    flat_r = rel[inj_top].reshape(logits.shape[0], -1)
+    seeds = {tid: np.zeros_like(values[tid]) for tid in graph.steps[top].tops}
+    flat_r = seeds[inj_top].reshape(logits.shape[0], -1)
     flat_l = logits.reshape(logits.shape[0], -1)
     for nidx, per in enumerate(classes):
         for c in per:
@@ -373,22 +375,18 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     chains = _affine_chains(net)
     folded = {j: i for i, chain in chains.items() for j in chain}
     ledger = []
-    for i in range(top, -1, -1):
-        layer = net._layers[i]
-        if layer.is_input:
-            continue
-        tops, bottoms = net._top_ids[i], net._bottom_ids[i]
-        if not any(t in rel for t in tops):
-            continue  # nothing reached this layer (e.g. a Softmax above the injection)
-        r_tops = [rel[t] if t in rel else np.zeros_like(values[t]) for t in tops]
+
+    def visit(step, r_tops):
+        i, layer, tops, bottoms = step.index, step.layer, step.tops, step.bottoms
         t = layer.type
         applied = t
+        r_bottoms = [None] * len(bottoms)
         if t in PASS_THROUGH or (t == "Split" and len(tops) == 1) or (
                 t == "Concat" and len(bottoms) == 1) or i in folded:
-            rel[bottoms[0]] = r_tops[0]
+            r_bottoms[0] = r_tops[0]
             applied = "folded into layer %d" % folded[i] if i in folded else "identity"
         elif t in ("Split", "Concat"):
-            _from_backward(layer, rel, values, bottoms, tops, r_tops)  # routing: its gradient
+            r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)  # routing
             applied = "gradient"
         elif t in ("Convolution", "InnerProduct"):
             first = input_id in bottoms
@@ -398,59 +396,60 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
             # a folded chain: z from the folded weights (None: the rule forms it), so that the
             # rule's z+ and z - z+ come from the same float32 weights as in the folded twin
             z = None if chain else values[tops[0]]
-            rel[bottoms[0]] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
+            r_bottoms[0] = _linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)
             applied = repr(r) + (" (+%d folded)" % len(chain) if chain else "")
         elif t in AFFINE:
             r = rule_for(key, "Convolution", i, first=input_id in bottoms, settings=settings)
             if isinstance(r, Backprojection):       # the gradient types: the layer's gradient
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
                 applied = "gradient"
             else:
                 xb = values[bottoms[0]]
                 a, c = _standalone_affine(layer, xb)
-                rel[bottoms[0]] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
+                r_bottoms[0] = r.diagonal(xb, a, c, r_tops[0], values[tops[0]])
                 applied = repr(r) + " (per channel)"
         elif t == "Eltwise":
             join = rule_for(key, "Eltwise", i, first=input_id in bottoms, settings=settings)
             xs, y = [values[b] for b in bottoms], values[tops[0]]
             if join == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
                 applied = "gradient"
             elif layer.operation == EltwiseOp.SUM:
-                for b, rb in zip(bottoms, _eltwise_sum(layer, xs, y, r_tops[0], join)):
-                    rel[b] = rb
+                r_bottoms = _eltwise_sum(layer, xs, y, r_tops[0], join)
                 applied = repr(join) + " (join)"
             elif layer.operation == EltwiseOp.MAX:
-                for b, rb in zip(bottoms, _eltwise_max(layer, xs, y, r_tops[0])):
-                    rel[b] = rb
+                r_bottoms = _eltwise_max(layer, xs, y, r_tops[0])
                 applied = "winner"
             else:
                 raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
                                             % (layer.index, layer.name))
         elif t == "ReLU":
             if relu_mode == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _relu(relu_mode, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _relu(relu_mode, values[bottoms[0]], r_tops[0])
             applied = relu_mode
         elif t == "Pooling":
             if layer.method == MAX or pool_mode == GRADIENT:   # MAX: to the argmax either way
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _ave_pool(layer, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _ave_pool(layer, values[bottoms[0]], r_tops[0])
             applied = pool_mode
         elif t == "LRN":
             if lrn_mode == GRADIENT:
-                _from_backward(layer, rel, values, bottoms, tops, r_tops)
+                r_bottoms = _from_backward(layer, values, bottoms, tops, r_tops)
             else:
-                rel[bottoms[0]] = _lrn(layer, values[bottoms[0]], r_tops[0])
+                r_bottoms[0] = _lrn(layer, values[bottoms[0]], r_tops[0])
             applied = lrn_mode
         else:
             raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule (the "
                                         "original has none either, spec 2.1)" % (i, layer.name, t))
         if record:
             ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
-                                    _per_image_sum([rel[b] for b in bottoms])))
+                                    _per_image_sum([r for r in r_bottoms if r is not None])))
+        return r_bottoms
+
+    rel = reverse_walk(net, seeds, visit, keep=None if record else {input_id})
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])
@@ -463,6 +462,6 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
     blobs = {}
     if record:
         for bid in sorted(rel):   # lowest version of a name first: the producer's output
-            blobs.setdefault(net._blob_names[bid], rel[bid])
-        blobs[net._blob_names[input_id]] = out
+            blobs.setdefault(graph.name(bid), rel[bid])
+        blobs[graph.name(input_id)] = out
     return RelevanceResult(out, classes, injected, blobs, ledger)
