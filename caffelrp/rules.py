@@ -30,7 +30,7 @@ from .kernels.gemm import matmul
 from .kernels.im2col import col2im, im2col
 from .kernels.lrp_ratios import (alpha_beta_ratios, epsilon_ratio, multiply_into,
                                  signed_product)
-from .layers.conv import COLUMN_BUDGET
+from .layers.conv import COLUMN_BUDGET, channels_as_rows
 from .threads import get_num_threads, threads_for
 
 WEIGHT_PARTS = ("all", "positive", "negative", "square")
@@ -294,11 +294,17 @@ class Rule:
         threads = get_num_threads()
         nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
         spatial = oh * ow
+        # 1x1, stride 1, no pad: the images are their own column matrix (no im2col, no col2im)
+        pointwise = kh == kw == 1 and geometry[4] == geometry[5] == 1 and \
+            geometry[2] == geometry[3] == 0
         chunk = max(1, COLUMN_BUDGET // max(c * kh * kw * spatial * 4, 1))
         for n0 in range(0, n, chunk):
             m = min(chunk, n - n0)
             cols = []
             for j, image in enumerate(images):
+                if pointwise:
+                    cols.append(channels_as_rows(_f32(image[n0:n0 + m])))
+                    continue
                 col = scratch.take(scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j),
                                    (c * kh * kw, m * spatial))
                 im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
@@ -315,7 +321,10 @@ class Rule:
                     rel[rows] = self.conv_columns(
                         cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
                         tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
-            col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
+            if pointwise:
+                out[n0:n0 + m] = rel.reshape(c, m, h, w).transpose(1, 0, 2, 3)
+            else:
+                col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
         return out
 
     def conv_columns(self, X, lin, R, z, aux, spatial, nonnegative=None):

@@ -328,9 +328,14 @@ def test_input_gradient_matches_float64_finite_differences(tmp_path, name):
     assert_close(got, finite_difference(net, x, net.graph().latest(top), weights))
 
 
-def test_pointwise_convolution_batch_forward_and_backward_per_group(tmp_path):
-    """1x1 convolutions read and write every image in place (no im2col, no transposed batch):
-    with groups and a batch, y = W_g x_g + b and dx = W_g^T dy_g per image, checked in float64."""
+@pytest.mark.parametrize("batched_spatial", [28 * 28, 0])
+def test_pointwise_convolution_batch_forward_and_backward_per_group(tmp_path, monkeypatch,
+                                                                     batched_spatial):
+    """1x1 convolutions read the images as their own column matrix (no im2col), in one product
+    over the batch (small planes) or image by image (BATCHED_SPATIAL 0): with groups and a batch,
+    y = W_g x_g + b and dx = W_g^T dy_g per image, checked in float64."""
+    from caffelrp.layers import conv as conv_module
+    monkeypatch.setattr(conv_module, "BATCHED_SPATIAL", batched_spatial)
     net = make_net(tmp_path, conv("c", "data", 6, 1, "group: 2"), (3, 4, 5, 5))
     randomize(net, seed=4, scale=0.5)
     rng = np.random.default_rng(8)

@@ -166,18 +166,21 @@ CONV_SHAPES = [  # (C, H, W, O, k, pad, stride, group)
     (4, 11, 11, 6, 5, 2, 2, 2),
     (2, 7, 7, 3, 3, 0, 2, 1),
 ]
+# 1x1: the images are their own column matrix (no im2col/col2im), alone and with groups
+POINTWISE_SHAPES = [(5, 6, 7, 4, 1, 0, 1, 1), (6, 5, 5, 4, 1, 0, 1, 2)]
 
 
-@pytest.mark.parametrize("shape", CONV_SHAPES)
+@pytest.mark.parametrize("shape", CONV_SHAPES + POINTWISE_SHAPES)
 @pytest.mark.parametrize("name,eps,beta", CASES)
-def test_conv_matches_float64_reference(shape, name, eps, beta):
+@pytest.mark.parametrize("n", [1, 2])
+def test_conv_matches_float64_reference(shape, name, eps, beta, n):
     c, h, w, o, k, pad, stride, group = shape
     rng = np.random.default_rng(4)
-    x = f32(rng.standard_normal((2, c, h, w)))
+    x = f32(rng.standard_normal((n, c, h, w)))
     W = f32(rng.standard_normal((o, c // group, k, k)))
     b = f32(rng.standard_normal(o) * 0.5)
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    R = f32(rng.standard_normal((2, o, oh, ow)))
+    R = f32(rng.standard_normal((n, o, oh, ow)))
     geometry = (k, k, pad, pad, stride, stride, 1, 1)
     got = make_rule(name, eps, beta).conv(x, W, b, R, geometry, group)
     want = ref_conv(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),

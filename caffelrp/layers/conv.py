@@ -16,6 +16,10 @@ from .base import Layer, register
 
 # Upper bound of one im2col matrix, in bytes (chunks of images are sized to stay below it).
 COLUMN_BUDGET = 256 << 20
+# Output planes up to this size (28 x 28) are multiplied for the whole chunk of images at once:
+# one image's product there has too few columns for the threads' fixed blocks (13 x 13 = 169
+# columns is one block of the GEMM kernel), and the image-major copy costs little beside it.
+BATCHED_SPATIAL = 28 * 28
 
 
 class ConvGeometry:
@@ -170,11 +174,22 @@ class Convolution(_ConvBase):
         pointwise = self.geometry.is_pointwise
         for n0 in range(0, n, chunk):
             xs = x[n0:n0 + chunk]
+            m = xs.shape[0]
+            if m > 1 and oh * ow <= BATCHED_SPATIAL:
+                # a small layer: one GEMM per group over the whole chunk (the per-image
+                # products are too thin to keep the threads busy), then the image-major copy
+                cols = channels_as_rows(xs) if pointwise else self.columns(xs)
+                out = scratch.take("conv-out", (o, m * oh * ow))
+                for gi in range(groups):
+                    matmul(weights[gi * og:(gi + 1) * og], cols[gi * k:(gi + 1) * k],
+                           out[gi * og:(gi + 1) * og], threads)
+                y[n0:n0 + m] = out.reshape(o, m, oh * ow).transpose(1, 0, 2)
+                continue
             # a 1x1 convolution reads each image as it is (no transposed copy of the batch)
             col = None if pointwise else self.columns(xs)
             # one GEMM per image and group, written straight into the output: image i's columns
             # are col[:, i*OH*OW:(i+1)*OH*OW]
-            for i in range(xs.shape[0]):
+            for i in range(m):
                 cols = xs[i].reshape(c, h * w) if pointwise else \
                     col[:, i * oh * ow:(i + 1) * oh * ow]
                 for gi in range(groups):
@@ -198,7 +213,8 @@ class Convolution(_ConvBase):
         dy = np.ascontiguousarray(dy, dtype=np.float32).reshape(n, o, oh * ow)
         dx = np.empty((n, c, h, w), dtype=np.float32)
         threads = get_num_threads()
-        if g.is_pointwise:   # 1x1: W^T dy is dx itself, image by image (no col2im, no transpose)
+        if g.is_pointwise and (n == 1 or oh * ow > BATCHED_SPATIAL):
+            # 1x1: W^T dy is dx itself, image by image (no col2im, no transpose)
             cg = c // groups
             for i in range(n):
                 for gi in range(groups):
@@ -216,7 +232,11 @@ class Convolution(_ConvBase):
             for gi in range(groups):
                 matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
                        col[gi * k:(gi + 1) * k], threads)
-            col2im(col, m, c, h, w, *g.args(), oh, ow, dx[n0:n0 + m], threads_for(m * c * h * w))
+            if g.is_pointwise:   # the column matrix is dx in the channels-as-rows layout
+                dx[n0:n0 + m] = col.reshape(c, m, h, w).transpose(1, 0, 2, 3)
+            else:
+                col2im(col, m, c, h, w, *g.args(), oh, ow, dx[n0:n0 + m],
+                       threads_for(m * c * h * w))
         return dx
 
     def flops(self):
