@@ -42,12 +42,10 @@ first layer, gamma on the other convolutions, epsilon on inner products).
 """
 from collections import namedtuple
 
+from .layers.base import GRADIENT  # noqa: F401  (a layer's own backward: no second copy)
 from .rules import alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox, zplus
 
 LAYER_DEFAULTS = {"ReLU": "identity", "Pooling": "relevance", "LRN": "relevance", "output": None}
-
-# Gradient-type behaviour of a layer: its own ``backward`` (Caffe's Backward_cpu), no second copy.
-GRADIENT = "gradient"
 
 # Where a linear layer sits: its Caffe index, and whether it reads the network input.
 LayerPlace = namedtuple("LayerPlace", "index first")
@@ -200,6 +198,17 @@ def _table(formula):
 def behaviour(formula, key):
     """What ``formula`` does for a non-linear layer type ("ReLU", "Pooling", "LRN") or "output"."""
     return _table(formula).get(key, LAYER_DEFAULTS.get(key))
+
+
+def layer_rule(formula, rule_key, where, settings):
+    """What a layer receives as its rule under ``formula`` (``Layer.relevance``): the table's
+    entry ``rule_key`` (the layer type's ``rule_key``; None: no rule) at the layer's place
+    ``where`` (a ``LayerPlace``) -- a ``Rule`` for a rule spec, else the behaviour name."""
+    if rule_key is None:
+        return None
+    table = _table(formula)
+    spec = table[rule_key] if rule_key in table else LAYER_DEFAULTS[rule_key]
+    return spec(where, settings) if callable(spec) else spec
 
 
 def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_layer=0,

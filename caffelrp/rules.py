@@ -236,6 +236,7 @@ def _with_bias(z, lin, part="all"):
 class Rule:
     name = "rule"
     needs_z = False   # whether ``columns`` uses the forward pre-activation z
+    is_gradient = False   # the transposed map: a layer may use its own backward instead
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         """Relevance (K, P) of the column entries X (K, P) of the linear map ``lin`` for the upper
@@ -535,6 +536,7 @@ class Backprojection(Rule):
     """R_i = sum_j w_ij R_j: the transposed linear map, no input, no bias, no normalisation.
     The original's DECONV (types 26, 166) and the gradient of a linear layer (types 11, 99)."""
     name = "backprojection"
+    is_gradient = True
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         return np.broadcast_to(lin.backward(R), X.shape).astype(np.float32)
