@@ -5,11 +5,18 @@ interrupted run never leaves a complete-looking partial file; the result gets th
 ``open()`` would give (0666 minus the umask: 0644 under umask 022), not the 0600 of ``mkstemp``.
 The temporary name is short and fixed in length (``.caffelrp-XXXXXXXX.tmp``), so any file name
 the file system accepts can be written, also a 255-byte one.
+
+``json_bytes`` is the one JSON writer: strict JSON, never the bare ``NaN`` / ``Infinity`` tokens
+Python's ``json`` writes by default and other parsers refuse.
 """
 import hashlib
+import json
+import math
 import os
 import secrets
 import threading
+
+from .errors import NonFiniteError
 
 _UMASK_LOCK = threading.Lock()
 _SHA256 = {}
@@ -68,3 +75,42 @@ def file_sha256(path):
                 h.update(chunk)
         _SHA256[key] = h.hexdigest()
     return _SHA256[key]
+
+
+def json_bytes(value, what="JSON output", indent=1):
+    """``value`` as strict JSON (UTF-8, a newline at the end). numpy scalars and arrays become
+    numbers and lists; a NaN or infinite number raises NonFiniteError naming ``what`` and where
+    in ``value`` it is (a result with NaN is not usable, and JSON has no way to say it)."""
+    try:
+        text = json.dumps(value, indent=indent, allow_nan=False, default=_plain)
+    except ValueError:
+        where = _non_finite_path(value)
+        if where is None:
+            raise
+        raise NonFiniteError("%s: %s is %s; JSON has no NaN or infinity"
+                             % (what, where[0] or "the value", where[1])) from None
+    return (text + "\n").encode("utf-8")
+
+
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists (json's ``default`` hook)."""
+    for method in ("tolist", "item"):
+        if hasattr(value, method) and type(value).__module__ == "numpy":
+            return getattr(value, method)()
+    raise TypeError("%s is not JSON serializable" % type(value).__name__)
+
+
+def _non_finite_path(value, path=""):
+    """(dotted path, repr) of the first NaN / infinite number inside value, or None."""
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, repr(value)
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, (list, tuple)) else ())
+    for key, item in items:
+        found = _non_finite_path(item, "%s[%d]" % (path, key) if isinstance(key, int)
+                                 else (path + "." if path else "") + str(key))
+        if found is not None:
+            return found
+    return None
