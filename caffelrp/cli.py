@@ -25,7 +25,7 @@ from .bundled import class_names as bundled_class_names
 from .files import file_sha256, json_bytes, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
-from .threads import set_num_threads
+from .threads import ThreadCountError, get_num_threads, set_num_threads
 from .limits import UsageError, check_explain_options
 from .preprocess import (BVLC_MEAN_BGR, default_base_size, image_to_blob, mean_pixel, read_image,
                          read_mean_file, toolbox_preprocess)
@@ -670,8 +670,6 @@ def cmd_explain(args):
     run = {"method": args.method, "parameters": method.parameters(args),
            "target": target, "model": model, "identity": identity,
            "class_names": class_names(prototxt, None, args.model)}
-    if args.threads:
-        set_num_threads(args.threads)
     if args.dask or args.dask_scheduler_file:
         return distributed.explain_on_cluster(args, pending, target, run, out_dir,
                                               (in_h, in_w, base, mean), report)
@@ -927,8 +925,6 @@ def cmd_compat(args):
         batch.append(entry)
     if batch:
         batches.append(batch)
-    if args.threads:
-        set_num_threads(args.threads)
     if args.dask or args.dask_scheduler_file:
         return distributed.compat_on_cluster(args, batches, config, start, report)
     for batch in batches:
@@ -1149,6 +1145,17 @@ def build_parser():
     return parser
 
 
+def check_threads(args):
+    """--threads and CAFFELRP_NUM_THREADS, before any work: a bad count (0, -1, 'abc') is one
+    usage error, not the default silently nor a failure per image."""
+    if getattr(args, "threads", None) is not None:
+        try:
+            set_num_threads(args.threads)
+        except ThreadCountError as e:
+            raise UsageError("--threads %d: %s" % (args.threads, e)) from None
+    get_num_threads()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1163,6 +1170,7 @@ def main(argv=None):
         print("error: -c/-f (the original-compatible mode) take no subcommand", file=sys.stderr)
         return USAGE_ERROR
     try:
+        check_threads(args)
         caffe_blas.apply_option(args)
         return args.run(args)
     except UsageError as e:

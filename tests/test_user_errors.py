@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import caffelrp
-from caffelrp import cli
+from caffelrp import cli, threads
 from caffelrp.errors import ArgumentError, NonFiniteError, WeightsError
 from caffelrp.files import json_bytes
 from caffelrp.io.caffemodel import (blobproto_bytes, caffemodel_bytes, read_caffemodel,
@@ -244,3 +244,20 @@ def test_classify_labels_that_do_not_exist_are_a_usage_error(tmp_path, capsys):
                      str(tmp_path / "missing.txt")]) == 2
     assert "--labels" in capsys.readouterr().err
 
+
+# -- thread counts --------------------------------------------------------------------------
+@pytest.mark.parametrize("count", ["0", "-2"])
+def test_threads_zero_or_negative_is_a_usage_error(tmp_path, capsys, count):
+    code, err = explain(tmp_path, capsys, "--threads", count)
+    assert code == cli.USAGE_ERROR and "--threads %s" % count in err, err
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "2.5"])
+def test_a_bad_caffelrp_num_threads_is_one_usage_error(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("CAFFELRP_NUM_THREADS", value)
+    monkeypatch.setattr(threads, "_num_threads", None)    # read again, as in a new process
+    code, err = explain(tmp_path, capsys)
+    assert code == cli.USAGE_ERROR, err
+    assert err.strip().splitlines() == [
+        "error: CAFFELRP_NUM_THREADS must be a positive integer (a thread count), got %r"
+        % value]
