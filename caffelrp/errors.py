@@ -40,3 +40,7 @@ class NoSuchLayerError(CaffeLRPError, KeyError):
 
     def __str__(self):   # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteError(CaffeLRPError, ValueError):
+    """A result to be written holds NaN or infinity (JSON has no such numbers)."""

@@ -27,7 +27,7 @@ from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .blob import ParamList, blob_view
 from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchLayerError,
                      PrototxtError, ShapeError, UnsupportedLayerError, WeightsError)
-from .io.caffemodel import read_caffemodel
+from .io.caffemodel import non_finite_count, read_caffemodel
 from .io.prototxt import read_net_prototxt
 from .layers.base import layer_class, supported_types
 from .proto import caffe_pb2
@@ -414,6 +414,12 @@ class Net:
                         "has %s, the prototxt %s needs %s (%d)" % (
                             path, j, src.name, blob.describe_shape(), self.source,
                             " ".join(str(d) for d in current.shape), current.size))
+                bad = non_finite_count(blob.data)
+                if bad:   # Caffe would run them, and every output and heatmap would be NaN
+                    raise WeightsError(
+                        "%s: weight blob %d of layer '%s' (%s) holds %d non-finite value(s) "
+                        "(NaN or infinity); the weights file is corrupt"
+                        % (path, j, src.name, target.type, bad))
                 new_blobs.append(blob.data.reshape(current.shape))
             target.blobs = new_blobs
             target.weights_loaded = True
@@ -631,6 +637,12 @@ class Net:
         {blob name: gradient} for the inputs and the names in ``blobs`` ("all": every blob; a
         name rewritten in place reports the gradient at its producer's output, like pycaffe)."""
         from .attribution.backward import backward_by_name
+        if any(self._values[bid] is None for _, bid, _ in self._inputs):
+            raise ArgumentError("backward needs the values of a forward pass: call "
+                                "net.forward(x) first")
+        if not isinstance(diffs, dict):
+            raise ArgumentError("backward takes {blob name: gradient}, got %s"
+                                % type(diffs).__name__)
         return backward_by_name(self, diffs, blobs)
 
     @_argument_errors

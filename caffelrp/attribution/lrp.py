@@ -140,7 +140,8 @@ def _linear_parameters(net, i, chain):
 def _linear(layer, x, r, rule, W, b, z, cache):
     if layer.type == "InnerProduct":
         m = int(np.prod(x.shape[:layer.axis]))
-        out = rule.dense(x.reshape(m, layer.k), W, b, r.reshape(m, -1), z=z.reshape(m, -1),
+        out = rule.dense(x.reshape(m, layer.k), W, b, r.reshape(m, -1),
+                         z=None if z is None else z.reshape(m, -1),   # None: a folded chain
                          cache=cache, input_shape=x.shape)
         return out.reshape(x.shape)
     return rule.conv(x, W, b, r, layer.geometry.args(), layer.group, z=z, cache=cache)

@@ -11,6 +11,7 @@ The reader walks the protobuf wire format itself instead of handing the file to 
 
 Only what weight loading needs is kept: each layer's name, type and blobs, in file order.
 """
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ class StoredBlob:
 
     @property
     def count(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(int(d) for d in self.shape)   # Python ints: declared dims can be 2^62
 
     def describe_shape(self):
         """Caffe's way of printing a shape, e.g. ``1 1 4096 9216 (37748736)``."""
@@ -107,6 +108,8 @@ class _WireReader:
             byte = b[0]
             result |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                if result >> 64:   # protobuf's varints hold 64 bits; 10 bytes can say 70
+                    self.fail("malformed varint (a value of more than 64 bits)")
                 return result
             shift += 7
             if shift > 63:
@@ -382,12 +385,24 @@ def read_mean_binaryproto(path):
     shape = blob.shape
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
-    if len(shape) != 3:
+    if len(shape) != 3 or blob.count == 0:
         raise WeightsError("%s: a mean file must hold one C x H x W image, found shape %s"
                            % (path, blob.describe_shape()))
+    bad = non_finite_count(blob.data)
+    if bad:
+        raise WeightsError("%s: the mean holds %d non-finite value(s) (NaN or infinity)"
+                           % (path, bad))
     return blob.data.reshape(shape)
 
 
+def non_finite_count(values, chunk=1 << 20):
+    """How many NaN / infinite values an array holds (in chunks: no temporary the size of a
+    553 MB weights file)."""
+    flat = np.asarray(values).reshape(-1)
+    return sum(int(flat.size - np.count_nonzero(np.isfinite(flat[i:i + chunk])))
+               for i in range(0, flat.size, chunk))
+
+
 __all__ = ["StoredBlob", "StoredLayer", "read_caffemodel", "read_blobproto",
-           "read_mean_binaryproto", "write_caffemodel", "caffemodel_bytes", "blobproto_bytes",
-           "write_atomically"]
+           "read_mean_binaryproto", "non_finite_count", "write_caffemodel", "caffemodel_bytes",
+           "blobproto_bytes", "write_atomically"]
