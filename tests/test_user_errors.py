@@ -17,7 +17,7 @@ from caffelrp import cli, threads
 from caffelrp.errors import ArgumentError, NonFiniteError, WeightsError
 from caffelrp.files import json_bytes
 from caffelrp.io.caffemodel import (blobproto_bytes, caffemodel_bytes, read_caffemodel,
-                                    read_mean_binaryproto, write_caffemodel)
+                                    non_finite_count, read_mean_binaryproto, write_caffemodel)
 from netutil import layer, prototxt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +48,16 @@ def test_non_finite_weights_are_refused_naming_the_layer(tmp_path, blob, value):
     with pytest.raises(WeightsError, match=r"weight blob %d of layer 'ip' \(InnerProduct\) holds "
                                            r"1 non-finite" % blob):
         caffelrp.Net(ip_net(tmp_path), weights)
+
+
+def test_non_finite_values_are_counted_chunk_by_chunk():
+    # a weights blob larger than a chunk (CaffeNet's fc6: 37.7M values, 36 chunks of 2^20) was
+    # counted as 1.3e9 non-finite values by subtracting each chunk's finite count from the total
+    values = np.ones(10, np.float32)
+    assert non_finite_count(values, chunk=3) == 0
+    values[[2, 7]] = np.nan, np.inf
+    assert non_finite_count(values, chunk=3) == 2
+    assert non_finite_count(values.reshape(2, 5), chunk=4) == 2
 
 
 def test_a_layer_of_the_file_that_the_prototxt_lacks_is_ignored_nan_or_not(tmp_path):
