@@ -121,14 +121,35 @@ def test_a_crash_or_a_hang_is_a_finding_of_its_case_and_the_run_goes_on():
     assert "Segmentation fault" in segv["traceback"]     # faulthandler's report of the child
 
 
-def test_the_command_line_runs_and_reports(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "caffelrp.fuzz", "--target", "mean", "--cases",
-                           "60", "--seed", "3", "--findings", str(tmp_path / "findings")],
-                          capture_output=True, text=True, timeout=300,
+def fuzz_command(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "caffelrp.fuzz", *args], capture_output=True,
+                          text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(Path(fuzz.__file__).parents[1])))
+
+
+def test_the_command_line_runs_for_the_time_given_and_reports(tmp_path):
+    started = time.monotonic()
+    proc = fuzz_command("--target", "mean", "--seconds", "2", "--seed", "3", "--findings",
+                        str(tmp_path / "findings"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "mean" in proc.stdout and "60 cases" in proc.stdout and "no findings" in proc.stdout
+    assert time.monotonic() - started < 60          # 2 s of cases plus a child's start-up
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("mean"))
+    assert int(line.split()[1]) > 0 and "no findings" in proc.stdout
     assert not (tmp_path / "findings").exists()
+
+
+def test_one_case_is_reproduced_in_process():
+    proc = fuzz_command("--target", "caffemodel", "--seed", str(SEED), "--case", "7")
+    assert proc.returncode == 0 and proc.stdout.startswith("fine: "), proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_atheris_engine_runs(tmp_path):
+    pytest.importorskip("atheris")
+    proc = fuzz_command("--engine", "atheris", "--target", "mean", "--cases", "300",
+                        "--findings", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Done 300 runs" in proc.stderr and not list(tmp_path.glob("mean-crash-*"))
 
 
 def test_findings_are_saved_with_their_inputs(tmp_path):
