@@ -25,16 +25,18 @@ from libc.string cimport memset
 from kernel_limits cimport check_int_range
 
 
-def pooled_size(in_, k, pad, stride):
+def pooled_size(in_, k, pad, stride, clip=None):
     """Caffe 1.0 pooling output size along one axis (ceil mode, caffe-format.md §3.3).
 
-    ``out = ceil((in + 2*pad - k) / stride) + 1``; then, only when pad > 0, if the last window
-    would start in the padding (``(out-1)*stride >= in + pad``) it is dropped (``out -= 1``).
-    Examples: (28, 3, 1, 2) -> 15, (5, 2, 1, 2) -> 3, (112, 3, 0, 2) -> 56, (7, 1, 0, 2) -> 4.
+    ``out = ceil((in + 2*pad - k) / stride) + 1``; then, when the layer has padding, if the last
+    window would start in the padding or beyond (``(out-1)*stride >= in + pad``) it is dropped
+    (``out -= 1``). Examples: (28, 3, 1, 2) -> 15, (5, 2, 1, 2) -> 3, (112, 3, 0, 2) -> 56,
+    (7, 1, 0, 2) -> 4.
 
-    Note: Caffe applies the clip to both axes when pad_h or pad_w is non-zero; since the clip can
-    only fire on an axis whose own pad is non-zero (with pad 0 the last start is always < in),
-    the per-axis rule here is equivalent.
+    ``clip``: whether that rule applies. Caffe applies it to BOTH axes when pad_h or pad_w is
+    non-zero, so a layer passes ``pad_h or pad_w``; it matters on an axis of pad 0 whose kernel
+    is smaller than its stride, e.g. (4, 1, 0, 4): 2 windows without the rule (the second starts
+    at 4, outside the image), 1 with it. Default: ``pad > 0``.
 
     The result can be <= 0 when the kernel does not fit (k > in + 2*pad); the caller must reject
     that (Caffe fails on such a blob shape). Raises ValueError only for k < 1, stride < 1 or
@@ -45,7 +47,7 @@ def pooled_size(in_, k, pad, stride):
         raise ValueError("invalid pooling geometry: k=%d pad=%d stride=%d" % (k, pad, stride))
     num = in_ + 2 * pad - k
     out = -((-num) // stride) + 1       # exact integer ceil division (also for num < 0)
-    if pad > 0 and (out - 1) * stride >= in_ + pad:
+    if (pad > 0 if clip is None else clip) and (out - 1) * stride >= in_ + pad:
         out -= 1
     return out
 

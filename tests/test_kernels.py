@@ -183,6 +183,14 @@ def test_pooled_size_spec_examples():
     assert k_pool.pooled_size(14, 2, 0, 2) == 7
 
 
+def test_pooled_size_clips_an_unpadded_axis_when_the_other_is_padded():
+    # Caffe's Reshape drops a last window starting beyond the image on both axes as soon as
+    # pad_h or pad_w is set (found by the kernel fuzz: an AVE window of size 0, NaN)
+    assert k_pool.pooled_size(4, 1, 0, 4) == 2               # no padding anywhere: Caffe's 2
+    assert k_pool.pooled_size(4, 1, 0, 4, clip=True) == 1    # pad_h > 0: 1
+    assert k_pool.pooled_size(4, 1, 0, 4, clip=False) == 2
+
+
 def test_pooled_size_matches_formula():
     for in_, k, pad, stride in itertools.product(range(1, 20), range(1, 6), range(0, 3),
                                                  range(1, 5)):

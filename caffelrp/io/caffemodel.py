@@ -19,18 +19,28 @@ import numpy as np
 
 from ..errors import ArgumentError, WeightsError
 from ..files import write_atomically  # noqa: F401  (re-exported: the one atomic writer)
+from ..proto import caffe_pb2
 
 # Wire types (protobuf encoding).
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
-# Field numbers (caffe-format.md §1.3, §1.6, §1.7).
-NET_LAYER, NET_LAYERS = 100, 2
-LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
-V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = 1, 4, 5, 6
-V0_NAME, V0_TYPE, V0_BLOBS = 1, 2, 50
-BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
-BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
-SHAPE_DIM = 1
+
+def _numbers(message, *fields):
+    """The field numbers of ``message`` in the project's caffe.proto (through the generated
+    descriptors: the schema is the one source of truth, caffe-format.md §1.3, §1.6, §1.7)."""
+    by_name = getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name
+    return tuple(by_name[f].number for f in fields)
+
+
+NET_NAME, NET_LAYER, NET_LAYERS = _numbers("NetParameter", "name", "layer", "layers")
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = _numbers("LayerParameter", "name", "type", "blobs")
+V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = _numbers("V1LayerParameter", "layer", "name", "type",
+                                                  "blobs")
+V0_NAME, V0_TYPE, V0_BLOBS = _numbers("V0LayerParameter", "name", "type", "blobs")
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = _numbers("BlobProto", "num", "channels",
+                                                            "height", "width")
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = _numbers("BlobProto", "data", "shape", "double_data")
+(SHAPE_DIM,) = _numbers("BlobShape", "dim")
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -359,7 +369,7 @@ def caffemodel_bytes(layers, fmt="v2", name=""):
     if fmt not in ("v2", "v1"):
         raise ArgumentError("fmt must be 'v2' or 'v1', got %r" % (fmt,))
 
-    body = _bytes_field(1, name.encode()) if name else b""
+    body = _bytes_field(NET_NAME, name.encode()) if name else b""
     for layer_name, layer_type, arrays in layers:
         if fmt == "v2":
             msg = _bytes_field(LAYER_NAME, layer_name.encode())

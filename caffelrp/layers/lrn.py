@@ -5,11 +5,12 @@ only; under the gradient-type formulas the true gradient (the backward).
 """
 import numpy as np
 
+from .. import caffe_blas
 from ..errors import UnsupportedLayerError
 from ..kernels.lrn import (lrn_across_backward, lrn_across_forward, lrn_within_backward,
                            lrn_within_forward)
 from ..kernels.relevance import lrn_relevance
-from .. import caffe_blas
+from ..limits import INT_MAX
 from ..proto import caffe_pb2
 from ..threads import threads_for
 from .base import GRADIENT, Layer, register
@@ -34,6 +35,18 @@ class LRN(Layer):
         if len(bottom_shapes[0]) != 4:
             raise self.shape_error("needs a 4-D (N, C, H, W) input, got shape %s"
                                    % (bottom_shapes[0],))
+        _, c, h, w = bottom_shapes[0]
+        # Caffe's forward pads the squares by local_size - 1: across channels in a blob of
+        # C + size - 1 planes (CrossChannelForward_cpu), within a channel by a pooling of pad
+        # (size - 1) / 2; past INT_MAX Caffe refuses it (Blob::Reshape), and so do we, at build
+        if self.across_channels:
+            padded, what = (c + self.size - 1) * h * w, "its padded squares blob"
+        else:
+            padded, what = max(h, w) + self.size - 1, "its padded plane side"
+        if padded > INT_MAX:
+            raise self.shape_error("local_size %d: %s would hold %d elements, more than Caffe's "
+                                   "INT_MAX; Caffe could not run this layer"
+                                   % (self.size, what, padded))
         return [bottom_shapes[0]]
 
     def forward(self, bottoms):

@@ -78,8 +78,9 @@ class Pooling(Layer):
     def window(self, h, w):
         """(kernel, pad, stride, output size) for an input of h x w."""
         kernel = (h, w) if self.global_pooling else self.kernel
-        oh = pooled_size(h, kernel[0], self.pad[0], self.stride[0])
-        ow = pooled_size(w, kernel[1], self.pad[1], self.stride[1])
+        clip = any(self.pad)      # Caffe clips both axes when either has padding
+        oh = pooled_size(h, kernel[0], self.pad[0], self.stride[0], clip)
+        ow = pooled_size(w, kernel[1], self.pad[1], self.stride[1], clip)
         return kernel, (oh, ow)
 
     def reshape(self, bottom_shapes):
