@@ -232,3 +232,24 @@ def test_concat_slice_flatten_reshape(tmp_path):
     np.testing.assert_array_equal(net.blobs["cat"], np.concatenate([x[:, 4:], x[:, :1]], 1))
     np.testing.assert_array_equal(out["fl"], x[:, 1:4].reshape(2, -1))
     np.testing.assert_array_equal(out["rs"], net.blobs["cat"].reshape(2, 9, 2))
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_relu_kernels_are_the_numpy_expressions_bit_for_bit(slope):
+    """The threaded ReLU forward / gradient give what np.maximum / np.where gave, also for
+    NaN, infinities and signed zeros (+0 for every x <= 0 at slope 0)."""
+    from caffelrp.kernels.neuron import relu_backward, relu_forward
+    special = np.array([-0.0, 0.0, -2, np.nan, 3, -np.inf, np.inf], np.float32)
+    x = np.concatenate([special, np.random.default_rng(1).standard_normal(70001)
+                        .astype(np.float32)])
+    dy = np.random.default_rng(2).standard_normal(x.size).astype(np.float32)
+    s = np.float32(slope)
+    want = np.maximum(x, 0) if slope == 0 else np.where(x > 0, x, x * s)
+    want_dx = np.where(x > 0, dy, np.float32(0)) if slope == 0 else np.where(x > 0, dy, dy * s)
+    for threads in (1, 2):
+        out, dx = np.empty_like(x), np.empty_like(x)
+        relu_forward(x, slope, out, threads)
+        relu_backward(x, dy, slope, dx, threads)
+        # exact, with the sign of zero: the bytes are equal
+        assert out.tobytes() == want.tobytes()
+        assert dx.tobytes() == want_dx.tobytes()

@@ -8,6 +8,8 @@ for 166, its gradient for 11 / 99); Dropout passes it unchanged; the other types
 """
 import numpy as np
 
+from ..kernels.neuron import relu_backward, relu_forward
+from ..threads import threads_for
 from .base import GRADIENT, Layer, register
 
 
@@ -37,14 +39,18 @@ class ReLU(Neuron):
         self.negative_slope = param.relu_param.negative_slope
 
     def apply(self, x):
-        if self.negative_slope == 0:
-            return np.maximum(x, 0)
-        return np.where(x > 0, x, x * np.float32(self.negative_slope))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty_like(x)
+        relu_forward(x.reshape(-1), self.negative_slope, out.reshape(-1), threads_for(x.size))
+        return out
 
     def derivative(self, x, y, dy):
-        if self.negative_slope == 0:
-            return np.where(x > 0, dy, np.float32(0))
-        return np.where(x > 0, dy, dy * np.float32(self.negative_slope))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        dy = np.ascontiguousarray(dy, dtype=np.float32)
+        out = np.empty_like(dy)
+        relu_backward(x.reshape(-1), dy.reshape(-1), self.negative_slope, out.reshape(-1),
+                      threads_for(x.size))
+        return out
 
     def relevance(self, rule, bottoms, tops, r_tops):
         """"identity": R passes unchanged (LRP's view of the ReLU); "deconv": max(R, 0) (the
