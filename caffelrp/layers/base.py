@@ -47,6 +47,8 @@ class Layer:
     # The entry of a composite's table (caffelrp.composites) whose rule this layer type's
     # ``relevance`` receives: "Convolution", "ReLU", ...; None: it takes none (e.g. routing).
     rule_key = None
+    # names of the BatchNorm / Scale / Bias layers folded into this one (caffelrp.folding)
+    folded_from = ()
 
     def __init__(self, param, index):
         self.param = param           # the caffe_pb2.LayerParameter
