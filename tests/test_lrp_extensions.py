@@ -10,6 +10,8 @@ import pytest
 
 import caffelrp
 from caffelrp.errors import UnsupportedLayerError
+from caffelrp.layers.conv import conv_relevance
+from caffelrp.layers.inner_product import dense_relevance
 from caffelrp.layers.pooling import MAX
 from caffelrp.rules import gamma, zbox, zplus
 from netutil import layer, make_net, randomize
@@ -69,11 +71,11 @@ def test_gamma_rule_matches_float64_form_and_reduces_to_epsilon():
     W, b, R = f32(rng.standard_normal((5, 12))), f32(rng.standard_normal(5)), f32(
         rng.standard_normal((3, 5)))
     for g in (0.0, 0.25, 2.0):
-        got = gamma(g, eps=1e-3).dense(a, W, b, R)
+        got = dense_relevance(gamma(g, eps=1e-3), a, W, b, R)
         want = ref_gamma_dense(*(v.astype(np.float64) for v in (a, W, b, R)), g, 1e-3)
         assert close(got, want), g
-    np.testing.assert_allclose(gamma(0.0, eps=0.5).dense(a, W, b, R),
-                               caffelrp.rules.epsilon(0.5).dense(a, W, b, R), rtol=1e-5,
+    np.testing.assert_allclose(dense_relevance(gamma(0.0, eps=0.5), a, W, b, R),
+                               dense_relevance(caffelrp.rules.epsilon(0.5), a, W, b, R), rtol=1e-5,
                                atol=1e-6)
 
 
@@ -82,7 +84,7 @@ def test_zplus_takes_positive_contributions_without_bias_and_conserves():
     a = f32(rng.standard_normal((2, 15)))         # mixed signs: negative x with negative w count
     W, b, R = f32(rng.standard_normal((6, 15))), f32(rng.standard_normal(6) * 5), f32(
         np.abs(rng.standard_normal((2, 6))))
-    got = zplus().dense(a, W, b, R)
+    got = dense_relevance(zplus(), a, W, b, R)
     want = ref_zplus_dense(a.astype(np.float64), W.astype(np.float64), R.astype(np.float64))
     assert close(got, want)
     # the bias takes no share, so every output's relevance reaches the inputs
@@ -99,14 +101,14 @@ def test_zbox_dense_and_conv_match_float64_form():
     for pad, stride in ((0, 1), (1, 2)):
         oh = (7 + 2 * pad - 3) // stride + 1
         R = f32(rng.standard_normal((2, 4, oh, oh)))
-        got = zbox(low, high).conv(x, W, b, R, (3, 3, pad, pad, stride, stride, 1, 1))
+        got = conv_relevance(zbox(low, high), x, W, b, R, (3, 3, pad, pad, stride, stride, 1, 1))
         want = ref_zbox_conv(*(v.astype(np.float64) for v in (x, low, high, W, b, R)), pad,
                              stride)
         assert got.shape == x.shape and close(got, want), (pad, stride)
     a = x.reshape(2, -1)
     Wd, R = f32(rng.standard_normal((5, a.shape[1])) * 0.1), f32(rng.standard_normal((2, 5)))
     lo, hi = (np.broadcast_to(v, x.shape).reshape(2, -1) for v in (low, high))
-    got = zbox(low, high).dense(a, Wd, b[:4].repeat(2)[:5], R, input_shape=x.shape)
+    got = dense_relevance(zbox(low, high), a, Wd, b[:4].repeat(2)[:5], R, input_shape=x.shape)
     want = ref_zbox_dense(a.astype(np.float64), lo.astype(np.float64), hi.astype(np.float64),
                           Wd.astype(np.float64), b[:4].repeat(2)[:5].astype(np.float64),
                           R.astype(np.float64))
@@ -118,7 +120,7 @@ def test_zbox_conserves_without_bias():
     x = f32(rng.uniform(-100, 150, (1, 3, 6, 6)))
     W = f32(rng.standard_normal((5, 3, 3, 3)))
     R = f32(rng.standard_normal((1, 5, 4, 4)))
-    got = zbox(-110.0, 160.0).conv(x, W, None, R, (3, 3, 0, 0, 1, 1, 1, 1))
+    got = conv_relevance(zbox(-110.0, 160.0), x, W, None, R, (3, 3, 0, 0, 1, 1, 1, 1))
     np.testing.assert_allclose(got.sum(dtype=np.float64), R.sum(dtype=np.float64), rtol=1e-4)
 
 
@@ -244,6 +246,26 @@ def test_layer_without_rule_is_named(tmp_path):
     randomize(net, seed=1)
     with pytest.raises(UnsupportedLayerError, match="layer 1 'sig' of type Sigmoid"):
         net.relevance(np.ones((1, 5), np.float32), rule=0)
+
+
+def test_flatten_passes_relevance_as_its_gradient(tmp_path):
+    """Routing layers (here Flatten) move relevance where their backward moves the gradient: the
+    net explains as the same net without them."""
+    conv = layer("conv", "Convolution", "data", "conv",
+                 "convolution_param { num_output: 3 kernel_size: 3 }")
+    ip = "inner_product_param { num_output: 4 }"
+    flat = make_net(tmp_path, conv + layer("flat", "Flatten", "conv", "flat")
+                    + layer("ip", "InnerProduct", "flat", "ip", ip), input_shape=(2, 2, 5, 5),
+                    filename="flat.prototxt")
+    plain = make_net(tmp_path, conv + layer("ip", "InnerProduct", "conv", "ip", ip),
+                     input_shape=(2, 2, 5, 5), filename="plain.prototxt")
+    randomize(flat, seed=5)
+    for name in ("conv", "ip"):
+        for dst, src in zip(plain.params[name], flat.params[name]):
+            dst[...] = src
+    x = f32(np.random.default_rng(6).standard_normal((2, 2, 5, 5)))
+    np.testing.assert_array_equal(flat.relevance(x, rule=0, target="top1"),
+                                  plain.relevance(x, rule=0, target="top1"))
 
 
 # ------------------------------------------------------------ BatchNorm / Scale / Eltwise

@@ -28,7 +28,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..composites import LayerPlace, Settings, behaviour, layer_rule, resolve, rule_for
+from ..composites import LayerPlace, Settings, behaviour, layer_rule, resolve
 from .backward import reverse_walk, walked_steps
 from .targets import ranking_blob
 from .targets import resolve as resolve_targets
@@ -65,28 +65,6 @@ def _ranking_scores(net, injection_top):
     if scores.shape != graph.value(injection_top).shape:
         return graph.value(injection_top)
     return scores
-
-
-# ------------------------------------------------------------------------ linear layers
-def _weight_cache(layer):
-    """A dict on ``layer`` for its weight parts (W+, W-, ...), reset when its weight arrays are
-    replaced, e.g. by ``Net.load_weights``."""
-    sources = layer.blobs
-    cache = getattr(layer, "_lrp_cache", None)
-    if cache is None or len(cache["sources"]) != len(sources) or any(
-            a is not b for a, b in zip(cache["sources"], sources)):
-        cache = {"sources": tuple(sources)}
-        layer._lrp_cache = cache
-    return cache
-
-
-def _linear(layer, x, r, rule, W, b, z, cache):
-    if layer.type == "InnerProduct":
-        m = int(np.prod(x.shape[:layer.axis]))
-        out = rule.dense(x.reshape(m, layer.k), W, b, r.reshape(m, -1), z=z.reshape(m, -1),
-                         cache=cache, input_shape=x.shape)
-        return out.reshape(x.shape)
-    return rule.conv(x, W, b, r, layer.geometry.args(), layer.group, z=z, cache=cache)
 
 
 def _bounds(x, mean, bounds):
@@ -195,26 +173,13 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
 
     def visit(step, r_tops):
         i, layer, tops, bottoms = step.index, step.layer, step.tops, step.bottoms
-        t = layer.type
-        if t in ("Convolution", "InnerProduct"):
-            first = input_id in bottoms
-            r = rule_for(key, t, i, first=first, settings=settings)
-            W = layer.weight_matrix() if t == "InnerProduct" else layer.blobs[0]
-            b = layer.blobs[1] if layer.bias_term else None
-            # a folded layer: z from the folded weights (None: the rule forms it), so that the
-            # rule's z+ and z - z+ come from the same float32 weights as in the folded twin
-            z = None if layer.folded_from else values[tops[0]]
-            r_bottoms = [_linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z,
-                                 _weight_cache(layer))]
-            applied = repr(r) + (" (+%d folded)" % len(layer.folded_from)
-                                 if layer.folded_from else "")
-        else:   # the layer's own relevance, with the rule the composite gives its type
-            rule = layer_rule(key, layer.rule_key, LayerPlace(i, input_id in bottoms), settings)
-            r_bottoms = layer.relevance(rule, [values[b] for b in bottoms],
-                                        [values[v] for v in tops], r_tops)
-            applied = layer.relevance_text(rule)
+        # the layer's own relevance, with the rule the composite gives its type
+        rule = layer_rule(key, layer.rule_key, LayerPlace(i, input_id in bottoms), settings)
+        r_bottoms = layer.relevance(rule, [values[b] for b in bottoms],
+                                    [values[v] for v in tops], r_tops)
         if record:
-            ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
+            ledger.append(LedgerRow(i, layer.name, layer.type, layer.relevance_text(rule),
+                                    _per_image_sum(r_tops),
                                     _per_image_sum([r for r in r_bottoms if r is not None])))
         return r_bottoms
 

@@ -151,6 +151,17 @@ class Layer:
                                     "has none either, spec 2.1)" % (self.index, self.name,
                                                                     self.type))
 
+    def lrp_cache(self):
+        """A dict for what the rules derive from this layer's weights (W+, W-, ...), made again
+        when the weight arrays are replaced (``Net.load_weights``) or written (``net.params``)."""
+        sources = self.blobs
+        cache = self.__dict__.get("_lrp_cache")
+        if cache is None or len(cache["sources"]) != len(sources) or any(
+                a is not b for a, b in zip(cache["sources"], sources)):
+            cache = {"sources": tuple(sources)}
+            self._lrp_cache = cache
+        return cache
+
     def relevance_text(self, rule):
         """What ``relevance`` applies under ``rule``, for the conservation ledger."""
         if rule is None or rule == GRADIENT:
