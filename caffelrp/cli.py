@@ -994,8 +994,9 @@ def add_explain_parser(sub):
     explain.add_argument("--batch-size", type=int, default=8,
                          help="images per network pass (default 8); ig and smoothgrad go image "
                               "by image and batch their own inputs")
-    explain.add_argument("--cmap", default="seismic", metavar="NAME",
-                         help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
+    explain.add_argument("--cmap", default="bwr", metavar="NAME",
+                         help="heatmap colours: %s (default bwr; seismic is its older name)"
+                         % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
                          help="one colour scale for all images of the --out folder made with "
                               "these settings (the largest of theirs; with --resume earlier "

@@ -4,8 +4,8 @@ Convolution or InnerProduct are merged into it (``Net.folded``).
 LRP rules are defined for linear maps followed by a non-linearity; a BatchNorm between a
 convolution and its ReLU is an affine map of the convolution's output, so the pair is one linear
 map with folded weights, and the rules explain the model as its folded equivalent (zennit calls
-this rewrite a canonizer, ``zennit/canonizers.py``). The gradient and relevance passes walk the folded layers; ``net.backward`` keeps the
-original layers (every blob's gradient, as pycaffe).
+this rewrite a canonizer, ``zennit/canonizers.py``). The gradient and relevance passes walk the
+folded layers; ``net.backward`` keeps the original layers (every blob's gradient, as pycaffe).
 
 Folding, per output channel k of the linear layer (W_k its row, b_k its bias):
     y = a_k (W_k x + b_k) + c_k = (a_k W_k) x + (a_k b_k + c_k),

@@ -17,19 +17,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import WeightsError
+from ..proto import caffe_pb2
 from ..files import write_atomically  # noqa: F401  (re-exported: the one atomic writer)
 
 # Wire types (protobuf encoding).
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
-# Field numbers (caffe-format.md §1.3, §1.6, §1.7).
-NET_LAYER, NET_LAYERS = 100, 2
-LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
-V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = 1, 4, 5, 6
-V0_NAME, V0_TYPE, V0_BLOBS = 1, 2, 50
-BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
-BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
-SHAPE_DIM = 1
+
+
+def _numbers(message, *names):
+    """Field numbers of ``message`` (a caffe_pb2 class), from the schema itself (caffe.proto is
+    the one source of truth; caffe-format.md §1.3, §1.6, §1.7)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    return tuple(fields[n].number for n in names)
+
+
+NET_LAYER, NET_LAYERS = _numbers(caffe_pb2.NetParameter, "layer", "layers")
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = _numbers(caffe_pb2.LayerParameter, "name", "type", "blobs")
+V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = _numbers(caffe_pb2.V1LayerParameter, "layer", "name",
+                                                  "type", "blobs")
+V0_NAME, V0_TYPE, V0_BLOBS = _numbers(caffe_pb2.V0LayerParameter, "name", "type", "blobs")
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = _numbers(caffe_pb2.BlobProto, "num",
+                                                            "channels", "height", "width")
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = _numbers(caffe_pb2.BlobProto, "data", "shape",
+                                                   "double_data")
+(SHAPE_DIM,) = _numbers(caffe_pb2.BlobShape, "dim")
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
