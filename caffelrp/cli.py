@@ -1036,8 +1036,9 @@ def add_explain_parser(sub):
                               "results only by float32 rounding (a BLAS rounds a product by its "
                               "row count: about 1e-6 relative), never the classes or the files' "
                               "layout")
-    explain.add_argument("--cmap", default="seismic", metavar="NAME",
-                         help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
+    explain.add_argument("--cmap", default="bwr", metavar="NAME",
+                         help="heatmap colours: %s (default bwr; seismic is its older name)"
+                         % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
                          help="one colour scale for all images of the --out folder made with "
                               "these settings (the largest of theirs; with --resume earlier "

@@ -13,6 +13,7 @@ Net-level ``input:`` fields declare inputs without creating a layer. Caffe 1.0 w
 an "input" layer at index 0; the LRP toolbox's Caffe (2015) did not, and its layer indices are the
 ones the original's config files use, so caffelrp numbers layers like the original.
 """
+import copy
 import functools
 import logging
 from collections import namedtuple
@@ -20,8 +21,8 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
-from . import limits
-from .concurrency import serialize_methods
+from . import folding, limits
+from .concurrency import net_lock, serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .blob import ParamList, blob_view
@@ -499,6 +500,7 @@ class Net:
     def _weights_written(self):
         """Called when weights are written through net.params: drop what was derived from them."""
         self._weights_set_by_user = True
+        self.__dict__.pop("_folded_cache", None)
         for layer in self._layers:
             layer.__dict__.pop("_lrp_cache", None)
 
@@ -571,6 +573,52 @@ class Net:
         """The net's ``Graph``: its layers in order with the blob versions they read and write,
         and the values of the last forward pass (what the backward and relevance passes walk)."""
         return self._graph
+
+    def folded(self):
+        """This net with every BatchNorm / Scale / Bias layer applied right after a Convolution or
+        InnerProduct folded into it (``caffelrp.folding``), as the gradient and relevance passes
+        see it; the net itself when there is nothing to fold.
+
+        The folded net is a ``Net`` to inspect or run (``layers``, ``params``, ``forward``): its
+        folded layers are copies with the folded weights (``layer.folded_from`` names what they
+        absorbed), the others are this net's own layers (the same objects, with their weights and
+        what their last forward kept), and its blob versions keep this net's numbering, so its
+        steps can walk this net's values. Layer indices are this net's (Caffe's): the folded net's
+        ``layers`` skip the folded ones. It is made again when the weights change."""
+        graph = self.graph()
+        chains = folding.affine_chains(graph)
+        if not chains:
+            return self
+        sources = folding.weight_sources(graph, chains)
+        cached = self.__dict__.get("_folded_cache")
+        if cached is not None and len(cached[0]) == len(sources) and all(
+                a is b for a, b in zip(cached[0], sources)):
+            return cached[1]
+        absorbed = {j for chain in chains.values() for j in chain}
+        layers, bottoms, tops = [], [], []
+        for i, step in enumerate(graph.steps):
+            if i in absorbed:
+                continue
+            layer, top = step.layer, step.tops
+            if i in chains:
+                layer = folding.folded_layer(layer, [graph.steps[j].layer for j in chains[i]])
+                top = graph.steps[chains[i][-1]].tops
+            layers.append(layer)
+            bottoms.append(list(step.bottoms))
+            tops.append(list(top))
+        twin = copy.copy(self)
+        twin.__dict__.pop("_folded_cache", None)
+        twin._pass_lock = net_lock(self)    # the twin shares layers (and their forward state)
+        twin._layers, twin._bottom_ids, twin._top_ids = layers, bottoms, tops
+        twin._blob_shapes = list(self._blob_shapes)
+        twin._values = [None] * len(self._blob_names)
+        made = set(graph.inputs) | {v for t in tops for v in t}
+        twin._latest = {name: v for name, v in self._latest.items() if v in made}
+        twin._steps = tuple(Step(layer.index, layer, tuple(b), tuple(t))
+                            for layer, b, t in zip(layers, bottoms, tops))
+        twin._graph = Graph(twin)
+        self._folded_cache = (sources, twin)
+        return twin
 
     def check_inputs(self, x):
         """The input arrays ``forward(x)`` would run (float32, C-contiguous, one per net input),
@@ -719,6 +767,6 @@ def _shape_text(shape):
 
 
 # One net used from several threads: each pass holds the net's lock (caffelrp.concurrency).
-serialize_methods(Net, ("load_weights", "reshape", "forward", "relevance", "relevance_details",
-                        "backward", "gradient", "gradient_x_input", "smoothgrad",
+serialize_methods(Net, ("load_weights", "reshape", "forward", "folded", "relevance",
+                        "relevance_details", "backward", "gradient", "gradient_x_input", "smoothgrad",
                         "integrated_gradients"))

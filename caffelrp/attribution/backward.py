@@ -30,7 +30,7 @@ MAX_BATCH = 32
 
 
 # ------------------------------------------------------------------------------ the pass
-def reverse_walk(net, seeds, visit, keep=None):
+def reverse_walk(net, seeds, visit, keep=None, steps=None):
     """The one reverse pass over ``net.graph()`` after a forward pass, shared by the gradient
     and the relevance passes: ``seeds`` {blob version: signal (gradient or relevance)}; every
     layer, from the last down to the first, whose tops received a signal is handed to
@@ -40,11 +40,12 @@ def reverse_walk(net, seeds, visit, keep=None):
 
     Returns {blob version: signal} for the versions in ``keep`` (every one reached if ``keep``
     is None); the signals of versions not kept are dropped once the layer reading them has run,
-    so the pass holds only its current frontier."""
+    so the pass holds only its current frontier. ``steps``: the layers to walk (default the
+    net's own; ``walked_steps`` gives the folded net's, which number the blobs alike)."""
     graph = net.graph()
     signals = {v: np.ascontiguousarray(d, dtype=np.float32) for v, d in seeds.items()}
     kept = {v: d for v, d in signals.items() if keep is None or v in keep}
-    for step in reversed(graph.steps):
+    for step in reversed(graph.steps if steps is None else steps):
         if step.layer.is_input or not any(t in signals for t in step.tops):
             continue
         upper = [signals.pop(t) if t in signals else np.zeros(graph.shape(t), np.float32)
@@ -58,17 +59,29 @@ def reverse_walk(net, seeds, visit, keep=None):
     return kept
 
 
-def backward(net, seeds, keep=None):
+def walked_steps(net, seeds):
+    """The layers the gradient and relevance passes walk: those of ``net.folded()`` (BatchNorm /
+    Scale / Bias merged into the linear layer below them), unless a seed sits on a blob the
+    folding removes (e.g. the output of a convolution a BatchNorm normalises), where the net's
+    own layers are walked."""
+    folded = net.folded()
+    steps = folded.graph().steps
+    made = set(net.graph().inputs) | {t for step in steps for t in step.tops}
+    return steps if all(v in made for v in seeds) else net.graph().steps
+
+
+def backward(net, seeds, keep=None, steps=None):
     """Backward pass after ``net.forward``: ``seeds`` {blob version: gradient of that version};
     returns {blob version: gradient} for the versions in ``keep`` (every one reached if ``keep``
-    is None). Each layer's gradient is its own ``backward`` (Caffe's ``Backward_cpu``)."""
+    is None). Each layer's gradient is its own ``backward`` (Caffe's ``Backward_cpu``);
+    ``steps`` as for ``reverse_walk``."""
     graph = net.graph()
 
     def gradient(step, top_diffs):
         return step.layer.backward([graph.value(b) for b in step.bottoms],
                                    [graph.value(t) for t in step.tops], top_diffs)
 
-    return reverse_walk(net, seeds, gradient, keep)
+    return reverse_walk(net, seeds, gradient, keep, steps)
 
 
 def backward_by_name(net, diffs, blobs=None):
@@ -152,7 +165,8 @@ def input_gradient(net, x, output_id, classes=None, target="top1"):
         classes = explained_classes(net, target, output_id)
     f, seed = _selected(net, output_id, classes)
     input_id = net.graph().inputs[0]
-    grad = backward(net, {output_id: seed}, keep={input_id}).get(input_id)
+    seeds = {output_id: seed}
+    grad = backward(net, seeds, keep={input_id}, steps=walked_steps(net, seeds)).get(input_id)
     if grad is None:  # the output does not depend on the input
         grad = np.zeros(x.shape, np.float32)
     return grad, f, classes

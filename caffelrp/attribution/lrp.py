@@ -28,8 +28,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..composites import LayerPlace, Settings, behaviour, layer_rule, resolve, rule_for
-from .backward import reverse_walk
+from ..composites import LayerPlace, Settings, behaviour, layer_rule, resolve
+from .backward import reverse_walk, walked_steps
 from .targets import ranking_blob
 from .targets import resolve as resolve_targets
 
@@ -65,86 +65,6 @@ def _ranking_scores(net, injection_top):
     if scores.shape != graph.value(injection_top).shape:
         return graph.value(injection_top)
     return scores
-
-
-# ------------------------------------------------------------------ affine layers, folding
-AFFINE = ("BatchNorm", "Scale", "Bias")
-
-
-def _affine_chains(net):
-    """{linear layer index: [indices of the BatchNorm/Scale/Bias layers applied right after it]}.
-
-    A chain continues while the blob has exactly one consumer (fan-out goes through Split layers)
-    and that consumer is a per-channel affine layer; LRP then treats the linear layer and its chain
-    as one linear layer with folded weights, so the model explains like its folded equivalent."""
-    graph = net.graph()
-    steps = graph.steps
-    consumers = {}
-    for j, step in enumerate(steps):
-        for b in step.bottoms:
-            consumers.setdefault(b, []).append(j)
-    chains = {}
-    for i, step in enumerate(steps):
-        if step.layer.type not in ("Convolution", "InnerProduct") or len(step.tops) != 1:
-            continue
-        top, chain = step.tops[0], []
-        while len(consumers.get(top, ())) == 1:
-            j = consumers[top][0]
-            nxt = steps[j].layer
-            shape = graph.shape(top)
-            if nxt.type not in AFFINE or len(steps[j].bottoms) != 1 or len(shape) < 2 or \
-                    nxt.channel_affine(shape[1]) is None:
-                break
-            chain.append(j)
-            top = steps[j].tops[0]
-        if chain:
-            chains[i] = chain
-    return chains
-
-
-def _weight_cache(layer, sources):
-    """A dict on ``layer`` for weight parts and folded weights, reset when any of ``sources``
-    (the weight arrays it was made from) is replaced, e.g. by ``Net.load_weights``."""
-    cache = getattr(layer, "_lrp_cache", None)
-    if cache is None or len(cache["sources"]) != len(sources) or any(
-            a is not b for a, b in zip(cache["sources"], sources)):
-        cache = {"sources": tuple(sources)}
-        layer._lrp_cache = cache
-    return cache
-
-
-def _linear_parameters(net, i, chain):
-    """(W, b or None, cache) of linear layer i, with the affine layers of ``chain`` folded in:
-    W' = a W (per output row), b' = a b + c (a, c composed along the chain)."""
-    steps = net.graph().steps
-    layer = steps[i].layer
-    W = layer.weight_matrix() if layer.type == "InnerProduct" else layer.blobs[0]
-    b = layer.blobs[1] if layer.bias_term else None
-    if not chain:
-        return W, b, _weight_cache(layer, layer.blobs)
-    affine = [steps[j].layer for j in chain]
-    cache = _weight_cache(layer, list(layer.blobs) + [w for a in affine for w in a.blobs])
-    if "folded" not in cache:
-        o = W.shape[0]
-        a = np.ones(o, np.float32)
-        c = np.zeros(o, np.float32) if b is None else np.asarray(b, np.float32).copy()
-        for aff in affine:
-            a_k, c_k = aff.channel_affine(o)
-            a, c = a_k * a, a_k * c + c_k
-        Wf = (np.asarray(W, np.float32).reshape(o, -1) * a[:, None]).reshape(W.shape)
-        cache["folded"] = (np.ascontiguousarray(Wf, dtype=np.float32), c.astype(np.float32))
-    Wf, bf = cache["folded"]
-    return Wf, bf, cache
-
-
-def _linear(layer, x, r, rule, W, b, z, cache):
-    if layer.type == "InnerProduct":
-        m = int(np.prod(x.shape[:layer.axis]))
-        out = rule.dense(x.reshape(m, layer.k), W, b, r.reshape(m, -1),
-                         z=None if z is None else z.reshape(m, -1),   # None: a folded chain
-                         cache=cache, input_shape=x.shape)
-        return out.reshape(x.shape)
-    return rule.conv(x, W, b, r, layer.geometry.args(), layer.group, z=z, cache=cache)
 
 
 def _bounds(x, mean, bounds):
@@ -249,37 +169,22 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
             flat_r[nidx, c] = flat_l[nidx, c]
     injected = flat_r.sum(axis=1, dtype=np.float64)
 
-    chains = _affine_chains(net)
-    folded = {j: i for i, chain in chains.items() for j in chain}
     ledger = []
 
     def visit(step, r_tops):
         i, layer, tops, bottoms = step.index, step.layer, step.tops, step.bottoms
-        t = layer.type
-        if i in folded:
-            r_bottoms = [r_tops[0]]
-            applied = "folded into layer %d" % folded[i]
-        elif t in ("Convolution", "InnerProduct"):
-            first = input_id in bottoms
-            r = rule_for(key, t, i, first=first, settings=settings)
-            chain = chains.get(i, [])
-            W, b, cache = _linear_parameters(net, i, chain)
-            # a folded chain: z from the folded weights (None: the rule forms it), so that the
-            # rule's z+ and z - z+ come from the same float32 weights as in the folded twin
-            z = None if chain else values[tops[0]]
-            r_bottoms = [_linear(layer, values[bottoms[0]], r_tops[0], r, W, b, z, cache)]
-            applied = repr(r) + (" (+%d folded)" % len(chain) if chain else "")
-        else:   # the layer's own relevance, with the rule the composite gives its type
-            rule = layer_rule(key, layer.rule_key, LayerPlace(i, input_id in bottoms), settings)
-            r_bottoms = layer.relevance(rule, [values[b] for b in bottoms],
-                                        [values[v] for v in tops], r_tops)
-            applied = layer.relevance_text(rule)
+        # the layer's own relevance, with the rule the composite gives its type
+        rule = layer_rule(key, layer.rule_key, LayerPlace(i, input_id in bottoms), settings)
+        r_bottoms = layer.relevance(rule, [values[b] for b in bottoms],
+                                    [values[v] for v in tops], r_tops)
         if record:
-            ledger.append(LedgerRow(i, layer.name, t, applied, _per_image_sum(r_tops),
+            ledger.append(LedgerRow(i, layer.name, layer.type, layer.relevance_text(rule),
+                                    _per_image_sum(r_tops),
                                     _per_image_sum([r for r in r_bottoms if r is not None])))
         return r_bottoms
 
-    rel = reverse_walk(net, seeds, visit, keep=None if record else {input_id})
+    rel = reverse_walk(net, seeds, visit, keep=None if record else {input_id},
+                       steps=walked_steps(net, seeds))
     out = rel.get(input_id)
     if out is None:
         out = np.zeros_like(values[input_id])

@@ -47,6 +47,8 @@ class Layer:
     # The entry of a composite's table (caffelrp.composites) whose rule this layer type's
     # ``relevance`` receives: "Convolution", "ReLU", ...; None: it takes none (e.g. routing).
     rule_key = None
+    # names of the BatchNorm / Scale / Bias layers folded into this one (caffelrp.folding)
+    folded_from = ()
 
     def __init__(self, param, index):
         self.param = param           # the caffe_pb2.LayerParameter
@@ -148,6 +150,17 @@ class Layer:
         raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule (the original "
                                     "has none either, spec 2.1)" % (self.index, self.name,
                                                                     self.type))
+
+    def lrp_cache(self):
+        """A dict for what the rules derive from this layer's weights (W+, W-, ...), made again
+        when the weight arrays are replaced (``Net.load_weights``) or written (``net.params``)."""
+        sources = self.blobs
+        cache = self.__dict__.get("_lrp_cache")
+        if cache is None or len(cache["sources"]) != len(sources) or any(
+                a is not b for a, b in zip(cache["sources"], sources)):
+            cache = {"sources": tuple(sources)}
+            self._lrp_cache = cache
+        return cache
 
     def relevance_text(self, rule):
         """What ``relevance`` applies under ``rule``, for the conservation ledger."""

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..proto import caffe_pb2
 from .base import GRADIENT, Layer, canonical_axis, count, register
+from .inner_product import dense_relevance
 
 
 class _Routing(Layer):
@@ -336,7 +337,7 @@ class Eltwise(Layer):
         element as one "image" of an inner product with K = #bottoms inputs and weights coeff."""
         stacked = np.stack([x.reshape(-1) for x in xs], axis=1)            # (P, K)
         weights = np.asarray(self.coeff, np.float32).reshape(1, -1)        # (1, K)
-        out = rule.dense(stacked, weights, None, r.reshape(-1, 1), z=y.reshape(-1, 1))
+        out = dense_relevance(rule, stacked, weights, None, r.reshape(-1, 1), z=y.reshape(-1, 1))
         return [np.ascontiguousarray(out[:, k]).reshape(xs[k].shape) for k in range(len(xs))]
 
     def winner_relevance(self, xs, y, r):
