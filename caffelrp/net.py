@@ -426,6 +426,7 @@ class Net:
         self._weights_set_by_user = True
         for layer in self._layers:
             layer.__dict__.pop("_lrp_cache", None)
+            layer.__dict__.pop("_winograd_filters", None)   # caffelrp.winograd.CACHE
 
     def forward(self, x=None, **inputs):
         """Run the network on ``x`` (an array, or {input name: array}), or pycaffe's keyword form

@@ -8,7 +8,7 @@ group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W
 """
 import numpy as np
 
-from .. import caffe_blas, scratch
+from .. import caffe_blas, scratch, winograd
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
 from ..threads import get_num_threads, threads_for
@@ -145,6 +145,8 @@ class Convolution(_ConvBase):
     def forward(self, bottoms):
         if caffe_blas.active():
             return [caffe_blas.convolution_forward(self, x) for x in bottoms]
+        if winograd.applies(self):   # 3x3 stride 1: 4x fewer multiplications (caffelrp/winograd.py)
+            return [winograd.forward(self, x) for x in bottoms]
         return [self._convolve(x) for x in bottoms]
 
     def columns(self, x):
@@ -189,6 +191,8 @@ class Convolution(_ConvBase):
 
     def _backward_data(self, dy, shape):
         """dx = col2im(W^T dy), the transposed convolution of dy."""
+        if winograd.applies(self):
+            return winograd.backward_data(self, dy, shape)
         g = self.geometry
         n, c, h, w = shape
         oh, ow = g.conv_out(h, w)

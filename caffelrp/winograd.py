@@ -1,0 +1,132 @@
+"""Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, CVPR 2016; the kernel and
+its matrices: src/winograd.pyx).
+
+4x fewer multiplications than im2col + GEMM, for every 3x3 convolution with stride 1, dilation 1
+and one group (all of VGG-16's, CaffeNet's conv3, most of GoogLeNet's 3x3), any pad: the forward
+and the backward-data pass (the transposed convolution, which is the same algorithm with the
+flipped, transposed filter and pad 2 - pad).
+
+Float32 error: about 10x that of the GEMM (measured against float64: 1e-5 of the largest output
+of a layer, against 5e-7; tests/test_winograd.py, BENCHMARKS.md "Winograd"), well inside the
+forward's 1e-4 bound on the original's logits.
+
+On by default; ``set_winograd(False)`` or ``CAFFELRP_WINOGRAD=0`` (read at first use) switches it
+off. Always off in Caffe-exact mode (caffelrp/caffe_blas.py), which must make Caffe's GEMMs in
+Caffe's order.
+
+The transformed filters (36 x K x C floats, 4x the weights) are kept on the layer, made on first
+use, for the weights array they were made from (``net.params`` writes drop them, as they drop the
+LRP caches).
+"""
+import os
+
+import numpy as np
+
+from . import caffe_blas, scratch
+from .errors import CaffeLRPError
+from .kernels.winograd import conv3x3, filters
+from .threads import get_num_threads
+
+ENV = "CAFFELRP_WINOGRAD"
+# Tiles per chunk (rounded up to whole tile rows): each of a chunk's 36 products reads its
+# transformed filters (K x C) once, so a chunk needs enough tiles to pay for that read (at 128,
+# 64 multiply-adds per byte of filter); few enough that its transformed input and products stay
+# near the cache of the thread working on it (2.3 MB for 64 channels in and out). Measured on
+# VGG-16's layers at 1 thread: 128 to 100000 tiles within 10 % except conv1_2 (22 ms at 128,
+# 34 ms at 512 and above).
+CHUNK_TILES = 128
+# Below this many input channels the 36 products are too thin to beat one im2col GEMM
+# (VGG-16's conv1_1, 3 channels: the same time either way).
+MIN_CHANNELS = 16
+INPUT, PRODUCTS = "winograd-input", "winograd-products"
+CACHE = "_winograd_filters"   # the layer attribute holding the transformed filters
+
+_enabled = None   # resolved at first use
+
+
+class WinogradSettingError(CaffeLRPError, ValueError):
+    """CAFFELRP_WINOGRAD or set_winograd's argument is not a switch."""
+
+
+def set_winograd(on):
+    """Use Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (default True)."""
+    global _enabled
+    if not isinstance(on, (bool, np.bool_)) and on not in (0, 1):
+        raise WinogradSettingError("set_winograd takes True or False, got %r" % (on,))
+    _enabled = bool(on)
+
+
+def enabled():
+    """Is Winograd on (ignoring Caffe-exact mode)?"""
+    global _enabled
+    if _enabled is None:
+        value = os.environ.get(ENV, "").strip()
+        if value not in ("", "0", "1"):
+            raise WinogradSettingError("%s must be 0 or 1, got %r" % (ENV, value))
+        _enabled = value != "0"
+    return _enabled
+
+
+def shape_applies(geometry, group, channels):
+    """Does Winograd compute a convolution of this geometry (ConvGeometry), group count and
+    number of input channels?"""
+    g = geometry
+    return (g.kh == g.kw == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1 and group == 1
+            and channels >= MIN_CHANNELS)
+
+
+def applies(layer):
+    """Does this Convolution layer run through Winograd now?"""
+    return (enabled() and not caffe_blas.active() and
+            shape_applies(layer.geometry, layer.group, layer.weight_shapes()[0][1]))
+
+
+def transformed_filters(layer, adjoint=False, part="all", weights=None):
+    """(36, K, C) transformed filters of the layer's weights, or (36, C, K) of the backward-data
+    pass with ``adjoint``; kept on the layer for its current weights array. ``part`` names a
+    derived weight array (e.g. an LRP rule's W+) given as ``weights``."""
+    source = layer.blobs[0]
+    cache = getattr(layer, CACHE, None)
+    if cache is None or cache["source"] is not source:
+        cache = {"source": source}
+        setattr(layer, CACHE, cache)
+    key = (part, bool(adjoint))
+    if key not in cache:
+        w = np.ascontiguousarray(source if weights is None else weights, dtype=np.float32)
+        k, c = w.shape[:2]
+        u = np.empty((36, c, k) if adjoint else (36, k, c), dtype=np.float32)
+        filters(w, u, adjoint)
+        cache[key] = u
+    return cache[key]
+
+
+def _run(x, u, bias, ph, pw, out_shape):
+    """The kernel on x (N, C, H, W) with filters u (36, K, C) into a new (N, K, OH, OW) array."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c = x.shape[:2]
+    k, oh, ow = out_shape[1], out_shape[2], out_shape[3]
+    y = np.empty((n, k, oh, ow), dtype=np.float32)
+    tiles_per_row = (ow + 3) // 4
+    # from the shapes only: the chunks fix the sgemm calls, hence the bits, at any thread count
+    rows = max(1, min(n * ((oh + 3) // 4), -(-CHUNK_TILES // tiles_per_row)))
+    threads = get_num_threads()
+    v = scratch.take(INPUT, (threads * 36 * c * rows * tiles_per_row,))
+    m = scratch.take(PRODUCTS, (threads * 36 * k * rows * tiles_per_row,))
+    conv3x3(x, u, bias, ph, pw, rows, y, v, m, threads)
+    return y
+
+
+def forward(layer, x):
+    """The Convolution layer's output for one bottom x (N, C, H, W)."""
+    g = layer.geometry
+    n, _, h, w = x.shape
+    oh, ow = g.conv_out(h, w)
+    bias = layer.blobs[1] if layer.bias_term else None
+    return _run(x, transformed_filters(layer), bias, g.ph, g.pw, (n, layer.num_output, oh, ow))
+
+
+def backward_data(layer, dy, shape):
+    """dx (shape) of the Convolution layer for the output gradient dy: the correlation of dy with
+    the flipped, transposed filter, padded by 2 - pad (a negative pad crops)."""
+    g = layer.geometry
+    return _run(dy, transformed_filters(layer, adjoint=True), None, 2 - g.ph, 2 - g.pw, shape)
