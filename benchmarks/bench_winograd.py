@@ -99,7 +99,7 @@ def bench_layers(batches, repeats):
                 winograd.set_winograd(False)
                 return layer.forward([x])[0]
 
-            def wino():   # directly, so conv1_1 (below MIN_CHANNELS) is measured too
+            def wino():   # directly: also measured where the layer would not use it
                 return winograd.forward(layer, x)
             t_wino, t_gemm = in_turns([wino, gemm], repeats)
             row = {"layer": name, "c": c, "k": k, "size": size, "batch": batch,

@@ -29,9 +29,9 @@ crops), the output size is the caller's. Output tiles are 4x4 from (0, 0); edge 
 past the input and write only their rows and columns inside the output.
 
 Work is cut into chunks of whole tile rows (one image's row of ceil(OW/4) tiles), their size
-given by the caller from the shapes. A chunk is: input transform (per channel and tile row), the
-36 products (one sgemm per tile position over all the chunk's tiles), output transform with the
-bias (per output channel and tile row). With enough chunks each thread takes whole chunks (their
+given by the caller from the shapes. A chunk is: input transform (per channel, over all the
+chunk's tiles), the 36 products (one sgemm per tile position over all the chunk's tiles), output
+transform with the bias (per output channel). With enough chunks each thread takes whole chunks (their
 transformed data stays in its cache); with few, the threads share each chunk's three phases.
 Both schedules make the same sgemm calls on the same operands, and the transforms are the same
 code per tile row, so the results do not depend on the thread count.
@@ -106,128 +106,153 @@ def filters(const float[:, :, :, ::1] w, float[:, :, ::1] u, bint adjoint):
                             u[a * 6 + b, k, c] = <float>acc
 
 
-# The two transforms of one tile row, in C: ``restrict`` lets gcc vectorize the loops over the
-# tiles (in Cython, with a dozen possibly aliasing pointers, it did not: 5x slower).
+# The two transforms, in C: ``restrict`` lets gcc vectorize the loops over the tiles (in Cython,
+# with a dozen possibly aliasing pointers, it did not), and each runs over all the tiles of a
+# chunk at once (contiguous in V and M), so the vectors stay long even where a tile row is short
+# (4 tiles on VGG-16's 14x14 layers).
 cdef extern from *:
     """
     #include <stddef.h>
     #include <string.h>
 
-    /* The package is built for the baseline x86-64 (SSE2); these loops run 2-4x faster with
-       wider vectors, so gcc makes AVX2 and AVX-512 versions too, picked at load time. */
-    #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-    #define CAFFELRP_WIDE __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    /* The loops over the tiles carry no dependences (each writes its own rows, read from other
+       rows), which gcc cannot prove for rows of one buffer: "ivdep" tells it. */
+    /* The package is built for the baseline x86-64 (SSE2); these loops run several times faster
+       with wider vectors, so gcc also makes x86-64-v3 (AVX2, FMA) and v4 (AVX-512) versions,
+       picked at load time by the CPU's features. */
+    #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 12
+    #define CAFFELRP_WIDE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
     #else
     #define CAFFELRP_WIDE
     #endif
 
-    /* V = B^T d B for the TW tiles of one tile row of an input plane xp (H x W): rows
-       iy0..iy0+5, columns 4j - pw + 0..5 of tile j (outside the plane: 0). Column 4j + s of the
-       row is stored at row[s*L + j] (L = TW + 1), so that tile column t of all tiles is one
-       contiguous run: t = 0..3 at [t*L + j], t = 4, 5 at [(t-4)*L + j + 1]. Work: prow (4L),
-       d and v (24L each). Tile position xi = 6a + b goes to out[xi*ld + j]. */
-    CAFFELRP_WIDE static void caffelrp_wino_input_row(const float *xp, ptrdiff_t H, ptrdiff_t W,
-                                        ptrdiff_t iy0, ptrdiff_t pw, ptrdiff_t TW,
-                                        float *restrict prow, float *restrict d,
-                                        float *restrict v, float *restrict out, ptrdiff_t ld)
+    /* V = B^T d B of input channel c for the T = rows*TW tiles of tile rows u0..u0+rows-1 (tile
+       row q: image q / TH, tile row q % TH, of ceil(OW/4) = TW tiles). x: channel c of image 0,
+       image n's plane at x + n*plane. Tile j of a tile row reads plane rows 4*ty - ph + 0..5 and
+       columns 4j - pw + 0..5 (outside the plane: 0). d and v: work of 36 T floats each, element
+       (r, t) of every tile at [(6r + t) T + tile], so that each step is one contiguous loop over
+       the chunk's tiles; prow: 4 TW + 2 floats. Tile position xi = 6a + b goes to
+       out[xi*ld + tile]. */
+    CAFFELRP_WIDE static void caffelrp_wino_input(
+            const float *x, ptrdiff_t plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t TH,
+            ptrdiff_t TW, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t u0, ptrdiff_t rows,
+            float *restrict prow, float *restrict d, float *restrict v, float *restrict out,
+            ptrdiff_t ld)
     {
-        const ptrdiff_t L = TW + 1, S = 4 * L;
-        ptrdiff_t lo = pw > 0 ? pw : 0, hi = W + pw;
-        if (hi > S) hi = S;
+        const ptrdiff_t T = rows * TW, S = 6 * T, P = 4 * TW + 2;
+        ptrdiff_t lo = pw > 0 ? pw : 0, hi = W + pw;   /* valid prow entries: [lo, hi) */
+        if (hi > P) hi = P;
         if (hi < 0) hi = 0;
         if (lo > hi) lo = hi;
-        for (int r = 0; r < 6; r++) {
-            float *restrict dr = d + r * S;
-            ptrdiff_t iy = iy0 + r;
-            if (iy < 0 || iy >= H || hi == lo) {
-                memset(dr, 0, S * sizeof(float));
-                continue;
+        for (ptrdiff_t rr = 0; rr < rows; rr++) {
+            const ptrdiff_t q = u0 + rr, n = q / TH, ty = q - n * TH;
+            const float *xp = x + n * plane;
+            for (int r = 0; r < 6; r++) {
+                const ptrdiff_t iy = 4 * ty - ph + r;
+                float *restrict dr = d + r * S + rr * TW;
+                if (iy < 0 || iy >= H || hi == lo) {
+                    for (int t = 0; t < 6; t++)
+                        memset(dr + t * T, 0, TW * sizeof(float));
+                    continue;
+                }
+                memset(prow, 0, lo * sizeof(float));
+                memcpy(prow + lo, xp + iy * W + (lo - pw), (hi - lo) * sizeof(float));
+                memset(prow + hi, 0, (P - hi) * sizeof(float));
+                for (int t = 0; t < 6; t++)
+                    for (ptrdiff_t j = 0; j < TW; j++)
+                        dr[t * T + j] = prow[4 * j + t];
             }
-            memset(prow, 0, lo * sizeof(float));
-            memcpy(prow + lo, xp + iy * W + (lo - pw), (hi - lo) * sizeof(float));
-            memset(prow + hi, 0, (S - hi) * sizeof(float));
-            for (int s = 0; s < 4; s++)
-                for (ptrdiff_t j = 0; j < L; j++)
-                    dr[s * L + j] = prow[4 * j + s];
         }
-        /* vertical: v[a] = sum_r B^T[a, r] d[r], all stored columns at once */
+        /* vertical: v[a] = sum_r B^T[a, r] d[r], for every column t of every tile at once */
         const float *d0 = d, *d1 = d + S, *d2 = d + 2 * S, *d3 = d + 3 * S, *d4 = d + 4 * S,
                     *d5 = d + 5 * S;
-        for (ptrdiff_t j = 0; j < S; j++) {
-            v[j] = 4.0f * d0[j] - 5.0f * d2[j] + d4[j];
-            v[S + j] = -4.0f * (d1[j] + d2[j]) + d3[j] + d4[j];
-            v[2 * S + j] = 4.0f * (d1[j] - d2[j]) - d3[j] + d4[j];
-            v[3 * S + j] = 2.0f * (d3[j] - d1[j]) - d2[j] + d4[j];
-            v[4 * S + j] = 2.0f * (d1[j] - d3[j]) - d2[j] + d4[j];
-            v[5 * S + j] = 4.0f * d1[j] - 5.0f * d3[j] + d5[j];
+        #pragma GCC ivdep
+        for (ptrdiff_t i = 0; i < S; i++) {
+            v[i] = 4.0f * d0[i] - 5.0f * d2[i] + d4[i];
+            v[S + i] = -4.0f * (d1[i] + d2[i]) + d3[i] + d4[i];
+            v[2 * S + i] = 4.0f * (d1[i] - d2[i]) - d3[i] + d4[i];
+            v[3 * S + i] = 2.0f * (d3[i] - d1[i]) - d2[i] + d4[i];
+            v[4 * S + i] = 2.0f * (d1[i] - d3[i]) - d2[i] + d4[i];
+            v[5 * S + i] = 4.0f * d1[i] - 5.0f * d3[i] + d5[i];
         }
         /* horizontal: V[6a + b] = sum_t v[a, t] B[t, b] */
         for (int a = 0; a < 6; a++) {
-            const float *e0 = v + a * S, *e1 = e0 + L, *e2 = e0 + 2 * L, *e3 = e0 + 3 * L,
-                        *e4 = e0 + 1, *e5 = e1 + 1;
+            const float *e0 = v + a * S, *e1 = e0 + T, *e2 = e1 + T, *e3 = e2 + T,
+                        *e4 = e3 + T, *e5 = e4 + T;
             float *restrict o0 = out + (6 * a) * ld, *restrict o1 = o0 + ld,
                   *restrict o2 = o1 + ld, *restrict o3 = o2 + ld, *restrict o4 = o3 + ld,
                   *restrict o5 = o4 + ld;
-            for (ptrdiff_t j = 0; j < TW; j++) {
-                o0[j] = 4.0f * e0[j] - 5.0f * e2[j] + e4[j];
-                o1[j] = -4.0f * (e1[j] + e2[j]) + e3[j] + e4[j];
-                o2[j] = 4.0f * (e1[j] - e2[j]) - e3[j] + e4[j];
-                o3[j] = 2.0f * (e3[j] - e1[j]) - e2[j] + e4[j];
-                o4[j] = 2.0f * (e1[j] - e3[j]) - e2[j] + e4[j];
-                o5[j] = 4.0f * e1[j] - 5.0f * e3[j] + e5[j];
+            #pragma GCC ivdep
+            for (ptrdiff_t i = 0; i < T; i++) {
+                o0[i] = 4.0f * e0[i] - 5.0f * e2[i] + e4[i];
+                o1[i] = -4.0f * (e1[i] + e2[i]) + e3[i] + e4[i];
+                o2[i] = 4.0f * (e1[i] - e2[i]) - e3[i] + e4[i];
+                o3[i] = 2.0f * (e3[i] - e1[i]) - e2[i] + e4[i];
+                o4[i] = 2.0f * (e1[i] - e3[i]) - e2[i] + e4[i];
+                o5[i] = 4.0f * e1[i] - 5.0f * e3[i] + e5[i];
             }
         }
     }
 
-    /* Y = A^T M A + bias for the TW tiles of one tile row of an output plane yp (OH x OW):
-       m[xi*ld + j] holds tile j's product at position xi; h (24 TW) and o (16 TW) are work.
-       Writes rows oy0..oy0+3 that lie inside the plane. */
-    CAFFELRP_WIDE static void caffelrp_wino_output_row(const float *m, ptrdiff_t ld, ptrdiff_t TW, float bias,
-                                         float *restrict h, float *restrict o, float *yp,
-                                         ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t oy0)
+    /* Y = A^T M A + bias of output channel k for the T = rows*TW tiles of tile rows u0.. (as
+       above): m[xi*ld + tile] holds the products at tile position xi. h (24 T) and o (16 T):
+       work. y: channel k of image 0, image n's plane (OH x OW) at y + n*plane; only the rows and
+       columns of a tile inside the plane are written. */
+    CAFFELRP_WIDE static void caffelrp_wino_output(
+            const float *m, ptrdiff_t ld, ptrdiff_t TH, ptrdiff_t TW, ptrdiff_t u0,
+            ptrdiff_t rows, float bias, float *restrict h, float *restrict o, float *y,
+            ptrdiff_t plane, ptrdiff_t OH, ptrdiff_t OW)
     {
-        const ptrdiff_t S = 4 * TW;
-        /* horizontal: h[i, a] = sum_b M[6i + b] A[b, a], stored at h[i*S + a*TW + j] */
+        const ptrdiff_t T = rows * TW, S = 4 * T;
+        /* horizontal: h[i, a] = sum_b M[6i + b] A[b, a], at h[(4i + a) T + tile] */
         for (int i = 0; i < 6; i++) {
             const float *m0 = m + (6 * i) * ld, *m1 = m0 + ld, *m2 = m1 + ld, *m3 = m2 + ld,
                         *m4 = m3 + ld, *m5 = m4 + ld;
-            float *restrict h0 = h + i * S, *restrict h1 = h0 + TW, *restrict h2 = h1 + TW,
-                  *restrict h3 = h2 + TW;
-            for (ptrdiff_t j = 0; j < TW; j++) {
+            float *restrict h0 = h + i * S, *restrict h1 = h0 + T, *restrict h2 = h1 + T,
+                  *restrict h3 = h2 + T;
+            #pragma GCC ivdep
+            for (ptrdiff_t j = 0; j < T; j++) {
                 h0[j] = m0[j] + m1[j] + m2[j] + m3[j] + m4[j];
                 h1[j] = m1[j] - m2[j] + 2.0f * (m3[j] - m4[j]);
                 h2[j] = m1[j] + m2[j] + 4.0f * (m3[j] + m4[j]);
                 h3[j] = m1[j] - m2[j] + 8.0f * (m3[j] - m4[j]) + m5[j];
             }
         }
-        /* vertical: o[b, a] = sum_i A^T[b, i] h[i, a] + bias */
+        /* vertical: o[b, a] = sum_i A^T[b, i] h[i, a] + bias, at o[(4b + a) T + tile] */
         const float *g0 = h, *g1 = h + S, *g2 = h + 2 * S, *g3 = h + 3 * S, *g4 = h + 4 * S,
                     *g5 = h + 5 * S;
+        #pragma GCC ivdep
         for (ptrdiff_t j = 0; j < S; j++) {
             o[j] = g0[j] + g1[j] + g2[j] + g3[j] + g4[j] + bias;
             o[S + j] = g1[j] - g2[j] + 2.0f * (g3[j] - g4[j]) + bias;
             o[2 * S + j] = g1[j] + g2[j] + 4.0f * (g3[j] + g4[j]) + bias;
             o[3 * S + j] = g1[j] - g2[j] + 8.0f * (g3[j] - g4[j]) + g5[j] + bias;
         }
-        /* scatter: row b of tile j is o[b*S + a*TW + j], a = 0..3 */
-        ptrdiff_t rows = OH - oy0 < 4 ? OH - oy0 : 4, full = OW / 4;
-        for (ptrdiff_t b = 0; b < rows; b++) {
-            float *restrict yr = yp + (oy0 + b) * OW;
-            const float *ob = o + b * S;
-            for (ptrdiff_t j = 0; j < full; j++)
-                for (int a = 0; a < 4; a++)
-                    yr[4 * j + a] = ob[a * TW + j];
-            for (ptrdiff_t col = 4 * full; col < OW; col++)
-                yr[col] = ob[(col & 3) * TW + (col >> 2)];
+        /* scatter the 4x4 blocks: row b of tile row rr, tile j, column a is
+           o[(4b + a) T + rr*TW + j] */
+        const ptrdiff_t full = OW / 4;
+        for (ptrdiff_t rr = 0; rr < rows; rr++) {
+            const ptrdiff_t q = u0 + rr, n = q / TH, ty = q - n * TH;
+            const ptrdiff_t nrows = OH - 4 * ty < 4 ? OH - 4 * ty : 4;
+            for (ptrdiff_t b = 0; b < nrows; b++) {
+                float *restrict yr = y + n * plane + (4 * ty + b) * OW;
+                const float *ob = o + 4 * b * T + rr * TW;
+                for (ptrdiff_t j = 0; j < full; j++)
+                    for (int a = 0; a < 4; a++)
+                        yr[4 * j + a] = ob[a * T + j];
+                for (ptrdiff_t col = 4 * full; col < OW; col++)
+                    yr[col] = ob[(col & 3) * T + (col >> 2)];
+            }
         }
     }
     """
-    void caffelrp_wino_input_row(const float* xp, Py_ssize_t H, Py_ssize_t W, Py_ssize_t iy0,
-                                 Py_ssize_t pw, Py_ssize_t TW, float* prow, float* d, float* v,
-                                 float* out, Py_ssize_t ld) noexcept nogil
-    void caffelrp_wino_output_row(const float* m, Py_ssize_t ld, Py_ssize_t TW, float bias,
-                                  float* h, float* o, float* yp, Py_ssize_t OH, Py_ssize_t OW,
-                                  Py_ssize_t oy0) noexcept nogil
+    void caffelrp_wino_input(const float* x, Py_ssize_t plane, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t ph, Py_ssize_t pw,
+                             Py_ssize_t u0, Py_ssize_t rows, float* prow, float* d, float* v,
+                             float* out, Py_ssize_t ld) noexcept nogil
+    void caffelrp_wino_output(const float* m, Py_ssize_t ld, Py_ssize_t TH, Py_ssize_t TW,
+                              Py_ssize_t u0, Py_ssize_t rows, float bias, float* h, float* o,
+                              float* y, Py_ssize_t plane, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
 
 
 cdef struct Plan:
@@ -239,12 +264,13 @@ cdef struct Plan:
     Py_ssize_t C, H, W, K, OH, OW, ph, pw, TH, TW, Tc
 
 
-cdef inline void _input_job(const Plan* p, Py_ssize_t u0, Py_ssize_t r, Py_ssize_t c,
+cdef inline void _input_job(const Plan* p, Py_ssize_t u0, Py_ssize_t rows, Py_ssize_t c,
                             float* v, float* wk) noexcept nogil:
-    """Tile row u0 + r (image n, tile row ty) of input channel c into the chunk's V."""
-    cdef Py_ssize_t q = u0 + r, n = q // p.TH, ty = q - (q // p.TH) * p.TH, L = p.TW + 1
-    caffelrp_wino_input_row(p.x + (n * p.C + c) * p.H * p.W, p.H, p.W, 4 * ty - p.ph, p.pw, p.TW,
-                            wk, wk + 4 * L, wk + 28 * L, v + c * p.Tc + r * p.TW, p.C * p.Tc)
+    """Input channel c of the chunk's tile rows u0..u0+rows-1 into the chunk's V (36, C, Tc).
+    wk: 72 Tc + 4 TW + 2 floats."""
+    caffelrp_wino_input(p.x + c * p.H * p.W, p.C * p.H * p.W, p.H, p.W, p.TH, p.TW, p.ph, p.pw,
+                        u0, rows, wk, wk + 4 * p.TW + 2, wk + 4 * p.TW + 2 + 36 * p.Tc,
+                        v + c * p.Tc, p.C * p.Tc)
 
 
 cdef inline void _product_job(const Plan* p, Py_ssize_t xi, Py_ssize_t tiles, const float* v,
@@ -255,27 +281,23 @@ cdef inline void _product_job(const Plan* p, Py_ssize_t xi, Py_ssize_t tiles, co
              <int>p.Tc, m + xi * p.K * p.Tc, <int>p.Tc)
 
 
-cdef inline void _output_job(const Plan* p, Py_ssize_t u0, Py_ssize_t r, Py_ssize_t k,
+cdef inline void _output_job(const Plan* p, Py_ssize_t u0, Py_ssize_t rows, Py_ssize_t k,
                              const float* m, float* wk) noexcept nogil:
-    """Tile row u0 + r of output channel k from the chunk's M, plus the bias."""
-    cdef Py_ssize_t q = u0 + r, n = q // p.TH, ty = q - (q // p.TH) * p.TH
-    caffelrp_wino_output_row(m + k * p.Tc + r * p.TW, p.K * p.Tc, p.TW, p.bias[k], wk,
-                             wk + 24 * p.TW, p.y + (n * p.K + k) * p.OH * p.OW, p.OH, p.OW,
-                             4 * ty)
+    """Output channel k of the chunk's tile rows from its M (36, K, Tc), plus the bias."""
+    caffelrp_wino_output(m + k * p.Tc, p.K * p.Tc, p.TH, p.TW, u0, rows, p.bias[k], wk,
+                         wk + 24 * p.Tc, p.y + k * p.OH * p.OW, p.K * p.OH * p.OW, p.OH, p.OW)
 
 
 cdef void _whole_chunk(const Plan* p, Py_ssize_t u0, Py_ssize_t rows, float* v, float* m,
                        float* wk) noexcept nogil:
-    """One chunk of tile rows start to end on the calling thread."""
-    cdef Py_ssize_t c, r, xi, k
+    """One chunk on the calling thread."""
+    cdef Py_ssize_t c, xi, k
     for c in range(p.C):
-        for r in range(rows):
-            _input_job(p, u0, r, c, v, wk)
+        _input_job(p, u0, rows, c, v, wk)
     for xi in range(TILES):
         _product_job(p, xi, rows * p.TW, v, m)
     for k in range(p.K):
-        for r in range(rows):
-            _output_job(p, u0, r, k, m, wk)
+        _output_job(p, u0, rows, k, m, wk)
 
 
 def conv3x3(const float[:, :, :, ::1] x, const float[:, :, ::1] u, const float[::1] bias,
@@ -295,8 +317,8 @@ def conv3x3(const float[:, :, :, ::1] x, const float[:, :, ::1] u, const float[:
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = u.shape[1], OH = y.shape[2], OW = y.shape[3]
-    cdef Py_ssize_t TH, TW, L, units, Tc, per_thread, vsize, msize, chunks, slots
-    cdef Py_ssize_t ci, u0, rows, job, jobs, c, k, r, xi
+    cdef Py_ssize_t TH, TW, units, Tc, per_thread, vsize, msize, chunks, slots
+    cdef Py_ssize_t ci, u0, rows, c, k, xi
     cdef int tid
     cdef float* wk
     cdef Plan plan
@@ -337,8 +359,7 @@ def conv3x3(const float[:, :, :, ::1] x, const float[:, :, ::1] u, const float[:
         num_threads = 1
     chunks = (units + chunk_rows - 1) // chunk_rows
     slots = min(vbuf.shape[0] // vsize, mbuf.shape[0] // msize, num_threads)
-    L = TW + 1
-    per_thread = 52 * L     # input: prow (4L), d, v (24L each); output: h, o (40 TW)
+    per_thread = 72 * Tc + 4 * TW + 2   # input: prow, d, v; output: h, o (40 Tc)
     work_array = np.empty((num_threads, per_thread), dtype=np.float32)
     cdef float[:, ::1] work = work_array
     cdef float[::1] zeros = np.zeros(K, dtype=np.float32)
@@ -362,13 +383,9 @@ def conv3x3(const float[:, :, :, ::1] x, const float[:, :, ::1] u, const float[:
         return
     for u0 in range(0, units, chunk_rows):
         rows = min(chunk_rows, units - u0)
-        jobs = C * rows
-        for job in prange(jobs, nogil=True, schedule="static", num_threads=num_threads):
-            c = job // rows
-            _input_job(&plan, u0, job - c * rows, c, vb, &work[threadid(), 0])
+        for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
+            _input_job(&plan, u0, rows, c, vb, &work[threadid(), 0])
         for xi in prange(TILES, nogil=True, schedule="static", num_threads=num_threads):
             _product_job(&plan, xi, rows * TW, vb, mb)
-        jobs = K * rows
-        for job in prange(jobs, nogil=True, schedule="static", num_threads=num_threads):
-            k = job // rows
-            _output_job(&plan, u0, job - k * rows, k, mb, &work[threadid(), 0])
+        for k in prange(K, nogil=True, schedule="static", num_threads=num_threads):
+            _output_job(&plan, u0, rows, k, mb, &work[threadid(), 0])
