@@ -96,7 +96,7 @@ def transformed_filters(layer, adjoint=False, part="all", weights=None):
         w = np.ascontiguousarray(source if weights is None else weights, dtype=np.float32)
         k, c = w.shape[:2]
         u = np.empty((36, c, k) if adjoint else (36, k, c), dtype=np.float32)
-        filters(w, u, adjoint)
+        filters(w, u, adjoint, get_num_threads())
         cache[key] = u
     return cache[key]
 

@@ -61,51 +61,6 @@ cdef inline void _gemm_rm(int m, int n, int k, const float* a, int lda, const fl
     sgemm(&t, &t, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda, &zero, c, &ldc)
 
 
-def filters(const float[:, :, :, ::1] w, float[:, :, ::1] u, bint adjoint):
-    """The transformed filters U[xi, k, c] = (G w[k, c] G^T)[a, b], xi = 6a + b, of w (K, C, 3, 3)
-    into u (36, K, C); with ``adjoint``, those of the backward-data pass into u (36, C, K): the
-    filter flipped in both axes and the channels swapped (w[k, c, 2-s, 2-t] as filter (c, k)).
-    Computed in float64, rounded once."""
-    cdef Py_ssize_t K = w.shape[0], C = w.shape[1]
-    if w.shape[2] != 3 or w.shape[3] != 3:
-        raise ValueError("winograd filters: need (K, C, 3, 3) weights, got %s"
-                         % ((w.shape[0], w.shape[1], w.shape[2], w.shape[3]),))
-    if u.shape[0] != TILES or u.shape[1] != (C if adjoint else K) or \
-            u.shape[2] != (K if adjoint else C):
-        raise ValueError("winograd filters: output has shape %s, expected (36, %d, %d)"
-                         % ((u.shape[0], u.shape[1], u.shape[2]), C if adjoint else K, K if adjoint else C))
-    cdef double G[6][3]
-    G[0][:] = [0.25, 0.0, 0.0]
-    G[1][:] = [-1.0 / 6, -1.0 / 6, -1.0 / 6]
-    G[2][:] = [-1.0 / 6, 1.0 / 6, -1.0 / 6]
-    G[3][:] = [1.0 / 24, 1.0 / 12, 1.0 / 6]
-    G[4][:] = [1.0 / 24, -1.0 / 12, 1.0 / 6]
-    G[5][:] = [0.0, 0.0, 1.0]
-    cdef Py_ssize_t k, c, a, b, s, t
-    cdef double g[3][3]
-    cdef double tmp[6][3]
-    cdef double acc
-    with nogil:
-        for k in range(K):
-            for c in range(C):
-                for s in range(3):
-                    for t in range(3):
-                        if adjoint:
-                            g[s][t] = w[k, c, 2 - s, 2 - t]
-                        else:
-                            g[s][t] = w[k, c, s, t]
-                for a in range(6):          # tmp = G g
-                    for t in range(3):
-                        tmp[a][t] = G[a][0] * g[0][t] + G[a][1] * g[1][t] + G[a][2] * g[2][t]
-                for a in range(6):          # (G g) G^T
-                    for b in range(6):
-                        acc = tmp[a][0] * G[b][0] + tmp[a][1] * G[b][1] + tmp[a][2] * G[b][2]
-                        if adjoint:
-                            u[a * 6 + b, c, k] = <float>acc
-                        else:
-                            u[a * 6 + b, k, c] = <float>acc
-
-
 # The two transforms, in C: ``restrict`` lets gcc vectorize the loops over the tiles (in Cython,
 # with a dozen possibly aliasing pointers, it did not), and each runs over all the tiles of a
 # chunk at once (contiguous in V and M), so the vectors stay long even where a tile row is short
@@ -125,6 +80,40 @@ cdef extern from *:
     #else
     #define CAFFELRP_WIDE
     #endif
+
+    /* U = G g G^T in float64, rounded once, for n filters g = w + i*stride (3x3, row-major;
+       flipped in both axes with flip), into out[xi*ld + i], xi = 6a + b. */
+    CAFFELRP_WIDE static void caffelrp_wino_filters(const float *w, ptrdiff_t stride,
+                                                    ptrdiff_t n, int flip, float *restrict out,
+                                                    ptrdiff_t ld)
+    {
+        static const double G[6][3] = {
+            {1.0 / 4, 0.0, 0.0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+            {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0.0, 0.0, 1.0}};
+        /* blocks of 64 filters, written out row by row: the 36 output rows lie ld apart, often a
+           power of two, and written one value at a time they evicted each other from the cache
+           (8x slower) */
+        float block[36][64];
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += 64) {
+            const ptrdiff_t m = n - i0 < 64 ? n - i0 : 64;
+            for (ptrdiff_t i = 0; i < m; i++) {
+                const float *g = w + (i0 + i) * stride;
+                double f[3][3], t[6][3];
+                for (int r = 0; r < 3; r++)
+                    for (int c = 0; c < 3; c++)
+                        f[r][c] = flip ? g[(2 - r) * 3 + (2 - c)] : g[r * 3 + c];
+                for (int a = 0; a < 6; a++)
+                    for (int c = 0; c < 3; c++)
+                        t[a][c] = G[a][0] * f[0][c] + G[a][1] * f[1][c] + G[a][2] * f[2][c];
+                for (int a = 0; a < 6; a++)
+                    for (int b = 0; b < 6; b++)
+                        block[6 * a + b][i] =
+                            (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+            }
+            for (int xi = 0; xi < 36; xi++)
+                memcpy(out + xi * ld + i0, block[xi], m * sizeof(float));
+        }
+    }
 
     /* V = B^T d B of input channel c for the T = rows*TW tiles of tile rows u0..u0+rows-1 (tile
        row q: image q / TH, tile row q % TH, of ceil(OW/4) = TW tiles). x: channel c of image 0,
@@ -246,6 +235,8 @@ cdef extern from *:
         }
     }
     """
+    void caffelrp_wino_filters(const float* w, Py_ssize_t stride, Py_ssize_t n, int flip,
+                               float* out, Py_ssize_t ld) noexcept nogil
     void caffelrp_wino_input(const float* x, Py_ssize_t plane, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t ph, Py_ssize_t pw,
                              Py_ssize_t u0, Py_ssize_t rows, float* prow, float* d, float* v,
@@ -253,6 +244,32 @@ cdef extern from *:
     void caffelrp_wino_output(const float* m, Py_ssize_t ld, Py_ssize_t TH, Py_ssize_t TW,
                               Py_ssize_t u0, Py_ssize_t rows, float bias, float* h, float* o,
                               float* y, Py_ssize_t plane, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+
+
+def filters(const float[:, :, :, ::1] w, float[:, :, ::1] u, bint adjoint, int num_threads=1):
+    """The transformed filters U[xi, k, c] = (G w[k, c] G^T)[a, b], xi = 6a + b, of w (K, C, 3, 3)
+    into u (36, K, C); with ``adjoint``, those of the backward-data pass into u (36, C, K): the
+    filter flipped in both axes and the channels swapped (w[k, c, 2-s, 2-t] as filter (c, k)).
+    Computed in float64, rounded once; each output row by one thread."""
+    cdef Py_ssize_t K = w.shape[0], C = w.shape[1], rows, cols, r
+    if w.shape[2] != 3 or w.shape[3] != 3:
+        raise ValueError("winograd filters: need (K, C, 3, 3) weights, got %s"
+                         % ((w.shape[0], w.shape[1], w.shape[2], w.shape[3]),))
+    rows, cols = (C, K) if adjoint else (K, C)
+    if u.shape[0] != TILES or u.shape[1] != rows or u.shape[2] != cols:
+        raise ValueError("winograd filters: output has shape %s, expected (36, %d, %d)"
+                         % ((u.shape[0], u.shape[1], u.shape[2]), rows, cols))
+    if K == 0 or C == 0:
+        return
+    if num_threads < 1:
+        num_threads = 1
+    cdef const float* wp = &w[0, 0, 0, 0]
+    cdef float* up = &u[0, 0, 0]
+    for r in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
+        if adjoint:     # row c: filters (k, c) for k = 0..K-1, 9*C floats apart
+            caffelrp_wino_filters(wp + r * 9, 9 * C, K, 1, up + r * K, C * K)
+        else:           # row k: filters (k, c) for c = 0..C-1, contiguous
+            caffelrp_wino_filters(wp + r * C * 9, 9, C, 0, up + r * C, K * C)
 
 
 cdef struct Plan:

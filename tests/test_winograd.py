@@ -287,15 +287,22 @@ def test_one_filter_transform_per_weights_array_and_direction(tmp_path):
     assert winograd.transformed_filters(conv, adjoint=True).shape == (36, 20, 6)
 
 
-def test_filter_transform_is_g_w_gt():
-    """U = G w G^T in float64 rounded once, at the standard points 0, 1, -1, 2, -2, inf."""
+def test_filter_transform_is_g_w_gt_rounded_once():
+    """U = G w G^T at the standard points 0, 1, -1, 2, -2, inf, computed in float64: every value
+    within half a float32 ulp of the exact one (plus float64's own rounding, 1e-14)."""
     G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
-    w = np.random.default_rng(0).standard_normal((3, 2, 3, 3)).astype(np.float32)
-    u = np.empty((36, 3, 2), np.float32)
+    w = np.random.default_rng(0).standard_normal((70, 3, 3, 3)).astype(np.float32)
+    u = np.empty((36, 70, 3), np.float32)
     filters(w, u, False)
-    expected = np.einsum("as,kcst,bt->abkc", G, w.astype(np.float64), G).reshape(36, 3, 2)
-    assert np.array_equal(u, expected.astype(np.float32))
+    exact = np.einsum("as,kcst,bt->abkc", G, w.astype(np.float64), G).reshape(36, 70, 3)
+    half_ulp = 0.5 * np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert (np.abs(u - exact) <= half_ulp + 1e-14 * np.abs(exact)).all()
+    adjoint = np.empty((36, 3, 70), np.float32)
+    filters(w, adjoint, True, 2)
+    flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1].astype(np.float64)
+    exact = np.einsum("as,kcst,bt->abkc", G, flipped, G).reshape(36, 3, 70)
+    assert np.abs(adjoint - exact).max() <= np.abs(exact).max() * 2 ** -24 * 1.01
 
 
 # ------------------------------------------------------------------ threads
