@@ -104,7 +104,7 @@ def bench_layers(batches, repeats):
             t_wino, t_gemm = in_turns([wino, gemm], repeats)
             row = {"layer": name, "c": c, "k": k, "size": size, "batch": batch,
                    "winograd": t_wino, "gemm": t_gemm,
-                   "used": winograd.shape_applies(layer.geometry, 1, c)}
+                   "used": winograd.shape_applies(layer.geometry, 1, x.shape)}
             if batch == batches[0]:
                 expected = correlate64(x[:1], weights, bias)
                 largest = np.abs(expected).max()

@@ -1,10 +1,11 @@
 """Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, CVPR 2016; the kernel and
 its matrices: src/winograd.pyx).
 
-4x fewer multiplications than im2col + GEMM, for every 3x3 convolution with stride 1, dilation 1
-and one group (all of VGG-16's, CaffeNet's conv3, most of GoogLeNet's 3x3), any pad: the forward
-and the backward-data pass (the transposed convolution, which is the same algorithm with the
-flipped, transposed filter and pad 2 - pad).
+4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1, dilation 1 and
+one group (all of VGG-16's, CaffeNet's conv3, GoogLeNet's 3x3), any pad, from 2 input channels
+and 16 output tiles of 4x4 on (below, im2col + GEMM is faster: MIN_CHANNELS, MIN_TILES): the
+forward and the backward-data pass (the transposed convolution, which is the same algorithm with
+the flipped, transposed filter and pad 2 - pad).
 
 Float32 error: about 10x that of the GEMM (measured against float64: 1e-5 of the largest output
 of a layer, against 5e-7; tests/test_winograd.py, BENCHMARKS.md "Winograd"), well inside the
@@ -39,6 +40,11 @@ CHUNK_TILES = 128
 # (measured at 224x224, 32 outputs: 0.90 ms against 0.67); from 2 on Winograd is faster (3
 # channels, 64 outputs, VGG-16's conv1_1: 3.7 ms against 5.9).
 MIN_CHANNELS = 2
+# With few tiles each product is a thin matrix-vector-like product that reads all of its
+# transformed filters (4x the weights) for a handful of columns: measured at 1 thread, GoogLeNet's
+# 7x7 layers at batch 1 (4 tiles) run 0.78x im2col's speed, 14x14 (16 tiles) 1.7-2.4x, CaffeNet's
+# 13x13 conv3 1.3x.
+MIN_TILES = 16
 INPUT, PRODUCTS = "winograd-input", "winograd-products"
 CACHE = "_winograd_filters"   # the layer attribute holding the transformed filters
 
@@ -68,18 +74,22 @@ def enabled():
     return _enabled
 
 
-def shape_applies(geometry, group, channels):
-    """Does Winograd compute a convolution of this geometry (ConvGeometry), group count and
-    number of input channels?"""
+def shape_applies(geometry, group, input_shape):
+    """Does Winograd compute a convolution of this geometry (ConvGeometry) and group count on an
+    input of this shape (N, C, H, W)?"""
     g = geometry
-    return (g.kh == g.kw == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1 and group == 1
-            and channels >= MIN_CHANNELS)
+    if not (g.kh == g.kw == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1 and group == 1):
+        return False
+    n, c, h, w = input_shape
+    oh, ow = g.conv_out(h, w)
+    return c >= MIN_CHANNELS and n * ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
 
 
-def applies(layer):
-    """Does this Convolution layer run through Winograd now?"""
+def applies(layer, input_shape):
+    """Does this Convolution layer run through Winograd now, on an input of this shape (its
+    backward-data pass likewise)?"""
     return (enabled() and not caffe_blas.active() and
-            shape_applies(layer.geometry, layer.group, layer.weight_shapes()[0][1]))
+            shape_applies(layer.geometry, layer.group, input_shape))
 
 
 def transformed_filters(layer, adjoint=False, part="all", weights=None):

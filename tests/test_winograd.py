@@ -141,9 +141,10 @@ def test_pads_above_two_and_unequal_pads(tmp_path, pad):
     """A pad above 2 makes the backward pass crop (pad 2 - pad < 0); outputs larger than the
     input read only padding at their edge tiles."""
     rng = np.random.default_rng(sum(pad))
-    n, c, h, w, k = 2, 20, 9, 6, 7
+    n, c, h, w, k = 2, 20, 13, 10, 7
     net = conv_layer(tmp_path, n, c, h, w, k, pad)
     conv = net.layer("conv")
+    assert winograd.applies(conv, (n, c, h, w))
     weights = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
     net.params["conv"][0] = weights
@@ -192,15 +193,28 @@ def test_vgg_sized_layer_error_against_float64_and_the_gemm_path(tmp_path):
 ])
 def test_applies_to_3x3_stride_1_dilation_1_single_group_convolutions(tmp_path, params, uses):
     body = layer("conv", "Convolution", params="convolution_param { num_output: 8 %s }" % params)
-    net = make_net(tmp_path, body, input_shape=(1, 32, 12, 12))
-    assert winograd.applies(net.layer("conv")) is uses
+    net = make_net(tmp_path, body, input_shape=(1, 32, 20, 20))
+    assert winograd.applies(net.layer("conv"), (1, 32, 20, 20)) is uses
 
 
 def test_not_below_min_channels(tmp_path):
-    few = conv_layer(tmp_path, 1, winograd.MIN_CHANNELS - 1, 8, 8, 4, 1)
-    assert not winograd.applies(few.layer("conv"))
-    enough = conv_layer(tmp_path, 1, winograd.MIN_CHANNELS, 8, 8, 4, 1)
-    assert winograd.applies(enough.layer("conv"))
+    few = (1, winograd.MIN_CHANNELS - 1, 16, 16)
+    net = conv_layer(tmp_path, *few, 4, 1)
+    assert not winograd.applies(net.layer("conv"), few)
+    enough = (1, winograd.MIN_CHANNELS, 16, 16)
+    net = conv_layer(tmp_path, *enough, 4, 1)
+    assert winograd.applies(net.layer("conv"), enough)
+
+
+@pytest.mark.parametrize("shape,uses", [((1, 32, 14, 14), True),      # 16 tiles
+                                        ((1, 32, 13, 13), True),      # 16 tiles, edges cut
+                                        ((1, 32, 12, 12), False),     # 9 tiles
+                                        ((1, 32, 7, 7), False),       # 4 tiles
+                                        ((4, 32, 7, 7), True)])       # 4 images x 4 tiles
+def test_not_below_min_tiles(tmp_path, shape, uses):
+    net = conv_layer(tmp_path, *shape, 8, 1)
+    assert winograd.MIN_TILES == 16
+    assert winograd.applies(net.layer("conv"), shape) is uses
 
 
 def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
@@ -208,9 +222,10 @@ def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
     net = conv_layer(tmp_path, 2, 32, 11, 9, 16, 1)
     randomize(net, 1)
     x = rng.standard_normal((2, 32, 11, 9)).astype(np.float32)
+    assert winograd.applies(net.layer("conv"), x.shape)
     fast = net.forward(x)["conv"].copy()
     caffelrp.set_winograd(False)
-    assert not winograd.applies(net.layer("conv"))
+    assert not winograd.applies(net.layer("conv"), x.shape)
     slow = net.forward(x)["conv"]
     assert not np.array_equal(fast, slow)     # a different computation ...
     # ... of the same convolution, within the float32 bound
@@ -219,10 +234,10 @@ def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
 
 def test_off_in_caffe_exact_mode(tmp_path, monkeypatch):
     from caffelrp import caffe_blas
-    net = conv_layer(tmp_path, 1, 32, 8, 8, 4, 1)
-    assert winograd.applies(net.layer("conv"))
+    net = conv_layer(tmp_path, 1, 32, 16, 16, 4, 1)
+    assert winograd.applies(net.layer("conv"), (1, 32, 16, 16))
     monkeypatch.setattr(caffe_blas, "active", lambda: True)
-    assert not winograd.applies(net.layer("conv"))
+    assert not winograd.applies(net.layer("conv"), (1, 32, 16, 16))
 
 
 @pytest.mark.parametrize("value,expected", [("0", "False"), ("1", "True"), ("", "True")])
@@ -248,37 +263,39 @@ def test_set_winograd_refuses_a_non_switch():
 # ------------------------------------------------------------------ filter cache
 def test_transformed_filters_follow_weights_written_through_params(tmp_path):
     rng = np.random.default_rng(2)
-    net = conv_layer(tmp_path, 1, 20, 8, 8, 6, 1)
+    net = conv_layer(tmp_path, 1, 20, 16, 16, 6, 1)
     randomize(net, 3)
-    x = rng.standard_normal((1, 20, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((1, 20, 16, 16)).astype(np.float32)
+    assert winograd.applies(net.layer("conv"), x.shape)
     net.forward(x)                                # makes the transformed filters
     net.params["conv"][0].data[...] *= 2          # in place, through pycaffe's view
     net.params["conv"][1][...] = 0
     second = net.forward(x)["conv"]               # stale filters would give half of it
-    expected = correlate64(x, net.params["conv"][0], 1, 1, 8, 8)
-    assert np.abs(second - expected).max() <= bound(x, net.params["conv"][0], 1, 1, 8, 8)
+    expected = correlate64(x, net.params["conv"][0], 1, 1, 16, 16)
+    assert np.abs(second - expected).max() <= bound(x, net.params["conv"][0], 1, 1, 16, 16)
 
 
 def test_transformed_filters_follow_replaced_weight_arrays(tmp_path):
     """Net.load_weights / assigning layer.blobs replaces the arrays: the cache is remade."""
     rng = np.random.default_rng(4)
-    net = conv_layer(tmp_path, 1, 20, 8, 8, 6, 1, bias=False)
+    net = conv_layer(tmp_path, 1, 20, 16, 16, 6, 1, bias=False)
     conv = net.layer("conv")
     conv.blobs = [rng.standard_normal((6, 20, 3, 3)).astype(np.float32)]
-    x = rng.standard_normal((1, 20, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((1, 20, 16, 16)).astype(np.float32)
+    assert winograd.applies(conv, x.shape)
     net.forward(x)
     replacement = rng.standard_normal((6, 20, 3, 3)).astype(np.float32)
     conv.blobs = [replacement]
     y = net.forward(x)["conv"]
-    assert np.abs(y - correlate64(x, replacement, 1, 1, 8, 8)).max() <= \
-        bound(x, replacement, 1, 1, 8, 8)
+    assert np.abs(y - correlate64(x, replacement, 1, 1, 16, 16)).max() <= \
+        bound(x, replacement, 1, 1, 16, 16)
 
 
 def test_one_filter_transform_per_weights_array_and_direction(tmp_path):
-    net = conv_layer(tmp_path, 1, 20, 8, 8, 6, 1)
+    net = conv_layer(tmp_path, 1, 20, 16, 16, 6, 1)
     randomize(net, 5)
     conv = net.layer("conv")
-    x = np.ones((1, 20, 8, 8), np.float32)
+    x = np.ones((1, 20, 16, 16), np.float32)
     net.forward(x)
     u = winograd.transformed_filters(conv)
     net.forward(x)

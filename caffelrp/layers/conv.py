@@ -145,9 +145,9 @@ class Convolution(_ConvBase):
     def forward(self, bottoms):
         if caffe_blas.active():
             return [caffe_blas.convolution_forward(self, x) for x in bottoms]
-        if winograd.applies(self):   # 3x3 stride 1: 4x fewer multiplications (caffelrp/winograd.py)
-            return [winograd.forward(self, x) for x in bottoms]
-        return [self._convolve(x) for x in bottoms]
+        # 3x3 stride 1: 4x fewer multiplications by Winograd (caffelrp/winograd.py)
+        return [winograd.forward(self, x) if winograd.applies(self, x.shape) else
+                self._convolve(x) for x in bottoms]
 
     def columns(self, x):
         """The im2col matrix of x, (C*kh*kw, N*OH*OW), in a scratch buffer (valid until the next
@@ -191,7 +191,7 @@ class Convolution(_ConvBase):
 
     def _backward_data(self, dy, shape):
         """dx = col2im(W^T dy), the transposed convolution of dy."""
-        if winograd.applies(self):
+        if winograd.applies(self, shape):
             return winograd.backward_data(self, dy, shape)
         g = self.geometry
         n, c, h, w = shape
