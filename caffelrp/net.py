@@ -503,6 +503,7 @@ class Net:
         self.__dict__.pop("_folded_cache", None)
         for layer in self._layers:
             layer.__dict__.pop("_lrp_cache", None)
+            layer.__dict__.pop("_winograd_filters", None)   # caffelrp.winograd.CACHE
 
     def forward(self, x=None, **inputs):
         """Run the network on ``x`` (an array, or {input name: array}), or pycaffe's keyword form

@@ -13,7 +13,7 @@ dropped, as in the original). The rules never see the layout.
 """
 import numpy as np
 
-from .. import caffe_blas, scratch
+from .. import caffe_blas, scratch, winograd
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
 from ..rules import LinearMap
@@ -225,7 +225,9 @@ class Convolution(_ConvBase):
     def forward(self, bottoms):
         if caffe_blas.active():
             return [caffe_blas.convolution_forward(self, x) for x in bottoms]
-        return [self._convolve(x) for x in bottoms]
+        # 3x3 stride 1: 4x fewer multiplications by Winograd (caffelrp/winograd.py)
+        return [winograd.forward(self, x) if winograd.applies(self, x.shape) else
+                self._convolve(x) for x in bottoms]
 
     def columns(self, x):
         """The im2col matrix of x, (C*kh*kw, N*OH*OW), in a scratch buffer (valid until the next
@@ -279,6 +281,8 @@ class Convolution(_ConvBase):
 
     def _backward_data(self, dy, shape):
         """dx = col2im(W^T dy), the transposed convolution of dy."""
+        if winograd.applies(self, shape):
+            return winograd.backward_data(self, dy, shape)
         g = self.geometry
         n, c, h, w = shape
         oh, ow = g.conv_out(h, w)
