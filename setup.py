@@ -92,6 +92,9 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "ssim": ["scikit-image>=0.19"],       # compare's SSIM from scikit-image (else our own)
         "dask": ["dask[distributed]"],        # explain / -c -f --dask
+        # benchmarks/ only: the peers of bench_peers.py and bench_forward.py's OpenCV (never
+        # imported by the package; install them in a separate venv, see BENCHMARKS.md)
+        "bench": ["torch", "captum", "zennit", "opencv-python-headless<5"],
     },
     zip_safe=False,
 )

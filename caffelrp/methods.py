@@ -218,18 +218,35 @@ def _ig_parameters(args):
             "seed": args.seed}
 
 
-def _attribution(values, info):
-    return Attribution(values, [d["classes"] for d in info], info=info)
+def _attribution(values, info, scores=None):
+    return Attribution(values, [d["classes"] for d in info], info=info, scores=scores)
+
+
+def _last_forward_scores(net, x):
+    """The first network output for ``x`` if the net's last forward pass was of ``x`` itself (a
+    gradient method that took the batch in one piece), else None: the driver would otherwise
+    run that forward pass again (a forward is about 40 % of a gradient's time)."""
+    if len(net._inputs) != 1:
+        return None
+    values = net._values
+    input_id, output_id = net._inputs[0][1], net._latest[net.outputs[0]]
+    if values[input_id] is None or values[output_id] is None:
+        return None
+    if values[input_id].shape != x.shape or not np.array_equal(values[input_id], x):
+        return None
+    return np.array(values[output_id], dtype=np.float32).reshape(len(x), -1)
 
 
 def _gradient_run(net, x, target, args, context):
     from .attribution.gradients import gradient
-    return _attribution(*gradient(net, x, target, output=args.score))
+    return _attribution(*gradient(net, x, target, output=args.score),
+                        scores=_last_forward_scores(net, x))
 
 
 def _gradxinput_run(net, x, target, args, context):
     from .attribution.gradients import gradient_x_input
-    return _attribution(*gradient_x_input(net, x, target, output=args.score))
+    return _attribution(*gradient_x_input(net, x, target, output=args.score),
+                        scores=_last_forward_scores(net, x))
 
 
 def _smoothgrad_run(net, x, target, args, context):

@@ -60,3 +60,28 @@ def test_ig_bad_steps_is_a_usage_error(tmp_path, model, capsys):  # noqa: F811
         explain(model, image, "--method", "ig", "--steps", "0", out=tmp_path / "o")
     assert e.value.code == cli.USAGE_ERROR
     assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradxinput"])
+def test_gradient_methods_reuse_their_forward_for_the_scores(tmp_path, model, method,  # noqa
+                                                              monkeypatch):
+    """The sidecar's scores come from the gradient's own forward pass of the batch (no second
+    forward): the same top-5 as a plain forward, and the net's forward runs once per batch."""
+    import caffelrp
+    images = [make_image(tmp_path / ("%s.png" % s), seed=k) for k, s in enumerate("abc")]
+    calls = []
+    real_forward = caffelrp.Net.forward
+    monkeypatch.setattr(caffelrp.Net, "forward", lambda self, *a, **k: calls.append(1)
+                        or real_forward(self, *a, **k))
+    out = tmp_path / "out"
+    assert explain(model, *images, "--method", method, "--class", "top1", out=out) == 0
+    assert len(calls) == 1                   # one batch of three: the gradient's forward only
+    monkeypatch.undo()
+    net = caffelrp.Net(*map(str, model))
+    x = np.concatenate([caffelrp.load_image(image, net)[0] for image in images])
+    scores = net.forward(x)[net.outputs[0]].reshape(3, -1)
+    for k, s in enumerate("abc"):
+        top5 = sidecar(out, s)["scores"]["top5"]
+        # the same float32 forward of the same batch: equal to float32 rounding of the sidecar
+        np.testing.assert_allclose([v for _, v in top5], np.sort(scores[k])[::-1][:5],
+                                   rtol=1e-6, atol=1e-7)
