@@ -15,7 +15,8 @@ All kernels take C-contiguous float32 (N, C, ., .) arrays, write their outputs c
 an OpenMP ``prange`` over the N*C planes; every output plane is written by exactly one thread in a
 fixed order, so results do not depend on ``num_threads``.
 
-``pooled_size`` and ``conv_out_size`` are pure-Python helpers for the output sizes.
+``pooled_size`` is a pure-Python helper for the output size (a convolution's is
+``layers.conv.ConvGeometry.conv_out``).
 """
 
 from cython.parallel cimport prange
@@ -50,26 +51,6 @@ def pooled_size(in_, k, pad, stride, clip=None):
     if (pad > 0 if clip is None else clip) and (out - 1) * stride >= in_ + pad:
         out -= 1
     return out
-
-
-def conv_out_size(in_, k, pad, stride, dilation=1):
-    """Caffe 1.0 convolution output size along one axis (caffe-format.md §3.1).
-
-    ``out = (in + 2*pad - (dilation*(k-1) + 1)) / stride + 1`` with C++ integer division, i.e.
-    truncation toward zero (floor for the usual non-negative numerator; so e.g. in=2, k=3,
-    stride=2 gives 1, as in Caffe). The result can be <= 0 when the kernel does not fit; the
-    caller must reject that. Raises ValueError only for k < 1, stride < 1, pad < 0 or
-    dilation < 1.
-    """
-    in_ = int(in_); k = int(k); pad = int(pad); stride = int(stride); dilation = int(dilation)
-    if k < 1 or stride < 1 or pad < 0 or dilation < 1:
-        raise ValueError("invalid convolution geometry: k=%d pad=%d stride=%d dilation=%d"
-                         % (k, pad, stride, dilation))
-    num = in_ + 2 * pad - (dilation * (k - 1) + 1)
-    q = abs(num) // stride
-    if num < 0:
-        q = -q
-    return q + 1
 
 
 cdef int _check_geometry(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,

@@ -37,31 +37,6 @@ BOUND = 1e-3
 CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 2e-2, "f100": 2e-2}
 
 
-def load_generator(shared_reference):
-    """The seeded reference weights, made with the project's own code (tests/refdata.py): the
-    tests never execute the reference's own scripts."""
-    import refdata
-    return refdata
-
-
-@pytest.fixture(scope="session")
-def reference_weights(shared_reference, tmp_path_factory):
-    """model name -> path of its seed-1 caffemodel, written once per session on demand."""
-    generator = load_generator(shared_reference)
-    folder = tmp_path_factory.mktemp("lrp_reference_weights")
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
-                                  .read_text())
-            path = folder / (model + ".caffemodel")
-            path.write_bytes(generator.net_param_bytes(manifest, 1))
-            cache[model] = path
-        return cache[model]
-    return get
-
-
 @pytest.fixture(scope="session")
 def nets(shared_reference, reference_weights):
     cache = {}

@@ -3,21 +3,13 @@
 ``relevance(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, target="top5",
 start="highest-ip")`` runs the forward pass, injects the raw output value (logit) of every
 explained class at the top of the injection layer (spec 1.5), and walks the layers backwards in
-descending Caffe index down to layer 0 (spec 3):
-
-each reached layer gets the rule ``composites.COMPOSITES`` gives its type (its ``rule_key``) at
-its Caffe index, and its own ``relevance`` (``caffelrp.layers``, next to its forward and
-backward) carries the relevance down -- the Convolution / InnerProduct rules, ReLU's identity /
-deconv / guided modes, the original's AVE-pooling and LRN rules (spec 2.3), the routing layers,
-the Eltwise join; every gradient-type behaviour is the layer's own ``backward``. The walk is the
-one the gradient uses (``attribution.backward.reverse_walk``).
-
-Beyond the original: BatchNorm / Scale / Bias layers right after a Convolution or InnerProduct are
-folded into it (the rule sees the folded weights and forms z from them); standing alone they
-take the convolution rule as per-channel affine maps (their gradient for the gradient types);
-Eltwise SUM is a linear map with unit (coeff) weights and takes the table's "Eltwise" rule
-(epsilon with the pass's eps for the LRP types, so a join that nearly cancels cannot create
-relevance).
+descending Caffe index down to layer 0 (spec 3). Each reached layer gets the rule
+``composites.COMPOSITES`` gives its type (its ``rule_key``) at its Caffe index, and its own
+``relevance`` (``caffelrp.layers``, next to its forward and backward) carries the relevance down;
+every gradient-type behaviour is the layer's own ``backward``. The walk is the one the gradient
+uses (``attribution.backward.reverse_walk``), over the layers of ``net.folded()`` (beyond the
+original: BatchNorm / Scale / Bias right after a Convolution or InnerProduct are folded into it
+before any rule runs).
 
 Targets (``target``): see ``caffelrp.attribution.targets`` -- "top5" (the original's class field
 -2: min(5, K) best classes together), "top1", a class index, one class per image, or one list of
