@@ -141,7 +141,7 @@ def test_pads_above_two_and_unequal_pads(tmp_path, pad):
     """A pad above 2 makes the backward pass crop (pad 2 - pad < 0); outputs larger than the
     input read only padding at their edge tiles."""
     rng = np.random.default_rng(sum(pad))
-    n, c, h, w, k = 2, 20, 13, 10, 7
+    n, c, h, w, k = 2, 20, 17, 14, 7
     net = conv_layer(tmp_path, n, c, h, w, k, pad)
     conv = net.layer("conv")
     assert winograd.applies(conv, (n, c, h, w))
@@ -210,8 +210,9 @@ def test_not_below_min_channels(tmp_path):
                                         ((1, 32, 13, 13), True),      # 16 tiles, edges cut
                                         ((1, 32, 12, 12), False),     # 9 tiles
                                         ((1, 32, 7, 7), False),       # 4 tiles
-                                        ((4, 32, 7, 7), True)])       # 4 images x 4 tiles
-def test_not_below_min_tiles(tmp_path, shape, uses):
+                                        ((4, 32, 7, 7), False)])      # per image
+def test_not_below_min_tiles_per_image(tmp_path, shape, uses):
+    """Counted per image: the method does not change with the batch size."""
     net = conv_layer(tmp_path, *shape, 8, 1)
     assert winograd.MIN_TILES == 16
     assert winograd.applies(net.layer("conv"), shape) is uses
@@ -219,9 +220,9 @@ def test_not_below_min_tiles(tmp_path, shape, uses):
 
 def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
     rng = np.random.default_rng(11)
-    net = conv_layer(tmp_path, 2, 32, 11, 9, 16, 1)
+    net = conv_layer(tmp_path, 2, 32, 17, 15, 16, 1)
     randomize(net, 1)
-    x = rng.standard_normal((2, 32, 11, 9)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 17, 15)).astype(np.float32)
     assert winograd.applies(net.layer("conv"), x.shape)
     fast = net.forward(x)["conv"].copy()
     caffelrp.set_winograd(False)
@@ -229,7 +230,7 @@ def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
     slow = net.forward(x)["conv"]
     assert not np.array_equal(fast, slow)     # a different computation ...
     # ... of the same convolution, within the float32 bound
-    assert np.abs(fast - slow).max() <= bound(x, net.params["conv"][0], 1, 1, 11, 9)
+    assert np.abs(fast - slow).max() <= bound(x, net.params["conv"][0], 1, 1, 17, 15)
 
 
 def test_off_in_caffe_exact_mode(tmp_path, monkeypatch):
