@@ -50,6 +50,15 @@ def test_non_finite_weights_are_refused_naming_the_layer(tmp_path, blob, value):
         caffelrp.Net(ip_net(tmp_path), weights)
 
 
+def test_non_finite_values_are_counted_across_chunks():
+    from caffelrp.io.caffemodel import non_finite_count
+    values = np.zeros(2_500_001, np.float32)           # more than two chunks of 2^20
+    assert non_finite_count(values) == 0
+    values[[0, 1_048_576, 2_500_000]] = [np.nan, np.inf, -np.inf]
+    assert non_finite_count(values) == 3
+    assert non_finite_count(values, chunk=7) == 3
+
+
 def test_a_layer_of_the_file_that_the_prototxt_lacks_is_ignored_nan_or_not(tmp_path):
     good = [np.ones((3, 12), np.float32), np.zeros(3, np.float32)]
     weights = tmp_path / "w.caffemodel"

@@ -409,8 +409,11 @@ def non_finite_count(values, chunk=1 << 20):
     """How many NaN / infinite values an array holds (in chunks: no temporary the size of a
     553 MB weights file)."""
     flat = np.asarray(values).reshape(-1)
-    return sum(int(flat.size - np.count_nonzero(np.isfinite(flat[i:i + chunk])))
-               for i in range(0, flat.size, chunk))
+    bad = 0
+    for i in range(0, flat.size, chunk):
+        part = flat[i:i + chunk]
+        bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+    return bad
 
 
 __all__ = ["StoredBlob", "StoredLayer", "read_caffemodel", "read_blobproto",
