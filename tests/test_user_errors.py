@@ -50,14 +50,12 @@ def test_non_finite_weights_are_refused_naming_the_layer(tmp_path, blob, value):
         caffelrp.Net(ip_net(tmp_path), weights)
 
 
-def test_non_finite_values_are_counted_chunk_by_chunk():
-    # a weights blob larger than a chunk (CaffeNet's fc6: 37.7M values, 36 chunks of 2^20) was
-    # counted as 1.3e9 non-finite values by subtracting each chunk's finite count from the total
-    values = np.ones(10, np.float32)
-    assert non_finite_count(values, chunk=3) == 0
-    values[[2, 7]] = np.nan, np.inf
-    assert non_finite_count(values, chunk=3) == 2
-    assert non_finite_count(values.reshape(2, 5), chunk=4) == 2
+def test_non_finite_values_are_counted_across_chunks():
+    values = np.zeros(2_500_001, np.float32)           # more than two chunks of 2^20
+    assert non_finite_count(values) == 0
+    values[[0, 1_048_576, 2_500_000]] = [np.nan, np.inf, -np.inf]
+    assert non_finite_count(values) == 3
+    assert non_finite_count(values, chunk=7) == 3
 
 
 def test_a_layer_of_the_file_that_the_prototxt_lacks_is_ignored_nan_or_not(tmp_path):
