@@ -42,6 +42,7 @@ first layer, gamma on the other convolutions, epsilon on inner products).
 """
 from collections import namedtuple
 
+from .errors import ArgumentError
 from .layers.base import GRADIENT  # noqa: F401  (a layer's own backward: no second copy)
 from .rules import alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox, zplus
 
@@ -96,7 +97,7 @@ def GAMMA(where, s):
 
 def Z_BOX(where, s):
     if s.bounds is None:
-        raise ValueError("the z^B rule needs the input's bounds: pass mean= (the mean that "
+        raise ArgumentError("the z^B rule needs the input's bounds: pass mean= (the mean that "
                          "preprocessing subtracted; bounds 0 - mean .. 255 - mean) or bounds=")
     return zbox(*s.bounds)
 
@@ -111,7 +112,7 @@ def below_aux(lower, upper):
     A-check aborts)."""
     def spec(where, s):
         if s.switch_layer is None or s.switch_layer < 0:
-            raise ValueError("this formula type needs switch_layer >= 0 (the original aborts "
+            raise ArgumentError("this formula type needs switch_layer >= 0 (the original aborts "
                              "for a negative auxiliaryvariable_maxlayerindexforflatdistinconv)")
         return (lower if where.index <= s.switch_layer else upper)(where, s)
     spec.__name__ = "%s_below_aux_else_%s" % (lower.__name__, upper.__name__)
@@ -185,7 +186,7 @@ def resolve(formula):
     else:
         key = formula
     if key not in COMPOSITES or isinstance(key, bool):
-        raise ValueError("rule %r is not supported; supported: formula numbers %s and names %s"
+        raise ArgumentError("rule %r is not supported; supported: formula numbers %s and names %s"
                          % (formula, [k for k in supported_formulas() if isinstance(k, int)],
                             sorted(set(NAMES) | {k for k in COMPOSITES if isinstance(k, str)})))
     return key
@@ -220,7 +221,7 @@ def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_la
     try:
         spec = table[layer_type]
     except KeyError:
-        raise ValueError("rule %r has no rule for layer type %r" % (formula, layer_type))
+        raise ArgumentError("rule %r has no rule for layer type %r" % (formula, layer_type))
     index = -1 if layer_index is None else layer_index
     if settings is None:
         settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer)

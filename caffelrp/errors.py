@@ -42,5 +42,9 @@ class NoSuchLayerError(CaffeLRPError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NoSuchBlobError(NoSuchLayerError):
+    """A blob name that the network does not have (a KeyError too, as a dict lookup is)."""
+
+
 class NonFiniteError(CaffeLRPError, ValueError):
     """A result to be written holds NaN or infinity (JSON has no such numbers)."""

@@ -26,8 +26,9 @@ from .concurrency import net_lock, serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .blob import ParamList, blob_view
-from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchLayerError,
-                     PrototxtError, ShapeError, UnsupportedLayerError, WeightsError)
+from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchBlobError,
+                     NoSuchLayerError, PrototxtError, ShapeError, UnsupportedLayerError,
+                     WeightsError)
 from .io.caffemodel import non_finite_count, read_caffemodel
 from .io.prototxt import read_net_prototxt
 from .layers.base import layer_class, supported_types
@@ -201,7 +202,7 @@ class Graph:
         try:
             return self._net._latest[name]
         except KeyError:
-            raise KeyError("no blob named %r" % (name,)) from None
+            raise NoSuchBlobError("no blob named %r" % (name,)) from None
 
     def has_blob(self, name):
         return name in self._net._latest

@@ -27,6 +27,7 @@ Alpha-beta (original type 2, "AB4"/"ABslow"; parameter beta >= 0, alpha = 1 + be
 import numpy as np
 
 from . import scratch
+from .errors import ArgumentError
 from .kernels.gemm import matmul
 from .kernels.lrp_ratios import (alpha_beta_ratios, epsilon_ratio, multiply_into,
                                  signed_product)
@@ -287,11 +288,11 @@ class AlphaBeta(Rule):
     def __init__(self, beta, alpha=None, bias=True):
         beta = float(beta)
         if beta < 0:
-            raise ValueError("alpha-beta needs beta >= 0 (the original aborts), got %g" % beta)
+            raise ArgumentError("alpha-beta needs beta >= 0 (the original aborts), got %g" % beta)
         if alpha is None:
             alpha = 1.0 + beta
         if abs(alpha - beta - 1.0) > 1e-6:
-            raise ValueError("the original's alpha-beta rule has alpha = 1 + beta; got alpha %g, "
+            raise ArgumentError("the original's alpha-beta rule has alpha = 1 + beta; got alpha %g, "
                              "beta %g" % (alpha, beta))
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
         self.use_bias = bias
@@ -366,7 +367,7 @@ class Gamma(Epsilon):
 
     def __init__(self, gamma=0.25, eps=1e-6):
         if gamma < 0:
-            raise ValueError("the gamma rule needs gamma >= 0, got %g" % gamma)
+            raise ArgumentError("the gamma rule needs gamma >= 0, got %g" % gamma)
         super().__init__(eps, gamma_shifted(gamma))
         self.gamma = np.float32(gamma)
 

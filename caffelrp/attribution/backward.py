@@ -18,6 +18,7 @@ image; classes are ranked by the Softmax output, else by the blob itself).
 """
 import numpy as np
 
+from ..errors import ArgumentError, NoSuchBlobError
 from ..layers.conv import COLUMN_BUDGET
 from . import targets as _targets
 
@@ -95,7 +96,7 @@ def backward_by_name(net, diffs, blobs=None):
         v = graph.latest(name)
         d = np.asarray(d, dtype=np.float32)
         if d.shape != tuple(graph.shape(v)):
-            raise ValueError("gradient for blob '%s' has shape %s, the blob has %s"
+            raise ArgumentError("gradient for blob '%s' has shape %s, the blob has %s"
                              % (name, d.shape, tuple(graph.shape(v))))
         seeds[v] = d
     if blobs == "all":
@@ -104,7 +105,7 @@ def backward_by_name(net, diffs, blobs=None):
         wanted = set(net.inputs) | set(blobs or ())
         unknown = sorted(name for name in wanted if not graph.has_blob(name))
         if unknown:
-            raise KeyError("no blob named %s" % ", ".join(unknown))
+            raise NoSuchBlobError("no blob named %s" % ", ".join(unknown))
         keep = {v for name in wanted for v in graph.versions(name)}
     got = backward(net, seeds, keep)
     out = {}
@@ -128,14 +129,14 @@ def output_blob(net, output="logit"):
             step = (final or softmax)[-1]
             return step.bottoms[0] if output == "logit" else step.tops[0]
         if output == "probability":
-            raise ValueError("output='probability': the network has no Softmax layer")
+            raise ArgumentError("output='probability': the network has no Softmax layer")
         if len(net.outputs) != 1:
-            raise ValueError("the network has outputs %s and no Softmax; name the explained blob "
+            raise ArgumentError("the network has outputs %s and no Softmax; name the explained blob "
                              "with output=<blob name>" % net.outputs)
         return graph.outputs[0]
     if isinstance(output, str) and graph.has_blob(output):
         return graph.latest(output)
-    raise ValueError("output must be 'logit', 'probability' or a blob name, got %r" % (output,))
+    raise ArgumentError("output must be 'logit', 'probability' or a blob name, got %r" % (output,))
 
 
 def explained_classes(net, target, output_id):
@@ -186,11 +187,11 @@ targets_for = _targets.per_image
 def single_input(net, x):
     """``x`` as float32 C-contiguous (N, C, H, W) for a network with one input."""
     if len(net.inputs) != 1:
-        raise ValueError("gradient methods explain networks with one input; this one has %s"
+        raise ArgumentError("gradient methods explain networks with one input; this one has %s"
                          % net.inputs)
     x = net.check_inputs(x)[0]
     if x.ndim != 4:
-        raise ValueError("the input must be (N, C, H, W), got shape %s" % (x.shape,))
+        raise ArgumentError("the input must be (N, C, H, W), got shape %s" % (x.shape,))
     return x
 
 
@@ -206,7 +207,7 @@ def parse_memory(budget):
         try:
             return int(float(text[:-1] if text[-1:] in units else text) * factor)
         except ValueError:
-            raise ValueError("memory_budget must be bytes or a size like '2G', got %r"
+            raise ArgumentError("memory_budget must be bytes or a size like '2G', got %r"
                              % budget) from None
     return int(budget)
 

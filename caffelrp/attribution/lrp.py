@@ -21,6 +21,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..composites import LayerPlace, Settings, behaviour, layer_rule, resolve
+from ..errors import ArgumentError
 from .backward import reverse_walk, walked_steps
 from .targets import ranking_blob
 from .targets import resolve as resolve_targets
@@ -32,12 +33,12 @@ def _injection_layer(net, start):
     if start == "highest-ip":
         found = [i for i, t in enumerate(types) if t == "InnerProduct"]
         if not found:
-            raise ValueError("start='highest-ip': the network has no InnerProduct layer")
+            raise ArgumentError("start='highest-ip': the network has no InnerProduct layer")
         return found[-1]
     if start == "below-softmax":
         found = [i for i, t in enumerate(types) if t == "Softmax"]
         if not found:
-            raise ValueError("start='below-softmax': the network has no Softmax layer")
+            raise ArgumentError("start='below-softmax': the network has no Softmax layer")
         return found[0] - 1
     if isinstance(start, (int, np.integer)) and 0 <= start < len(types):
         return int(start)
@@ -45,7 +46,7 @@ def _injection_layer(net, start):
         for i, step in enumerate(steps):
             if step.layer.name == start:
                 return i
-    raise ValueError("start must be 'highest-ip', 'below-softmax', a layer name or a layer index "
+    raise ArgumentError("start must be 'highest-ip', 'below-softmax', a layer name or a layer index "
                      "in [0, %d), got %r" % (len(types), start))
 
 
@@ -73,7 +74,7 @@ def _bounds(x, mean, bounds):
     elif m.ndim == 3 and m.shape == x.shape[1:]:
         m = m[None]
     elif m.ndim != 0:
-        raise ValueError("mean must be one value per channel (%d) or an image %s, got shape %s"
+        raise ArgumentError("mean must be one value per channel (%d) or an image %s, got shape %s"
                          % (c, tuple(x.shape[1:]), m.shape))
     return (np.float32(0) - m).astype(np.float32), (np.float32(255) - m).astype(np.float32)
 
@@ -184,7 +185,7 @@ def relevance_details(net, x, rule=100, eps=1.0, beta=1.0, switch_layer=0, targe
         norm = np.sqrt(np.square(out.astype(np.float64)).sum(axis=1, keepdims=True))
         out = np.broadcast_to(norm, out.shape)
     elif output_mode is not None:
-        raise ValueError("unknown output behaviour %r" % output_mode)
+        raise ArgumentError("unknown output behaviour %r" % output_mode)
     out = np.ascontiguousarray(out, dtype=np.float32)
     blobs = {}
     if record:

@@ -6,7 +6,7 @@ only; under the gradient-type formulas the true gradient (the backward).
 import numpy as np
 
 from .. import caffe_blas
-from ..errors import UnsupportedLayerError
+from ..errors import ArgumentError, UnsupportedLayerError
 from ..kernels.lrn import (lrn_across_backward, lrn_across_forward, lrn_within_backward,
                            lrn_within_forward)
 from ..kernels.relevance import lrn_relevance
@@ -76,7 +76,7 @@ class LRN(Layer):
         if rule == GRADIENT:
             return self.backward(bottoms, tops, r_tops)
         if rule != "relevance":
-            raise ValueError("unknown LRN behaviour %r" % (rule,))
+            raise ArgumentError("unknown LRN behaviour %r" % (rule,))
         return [self.type1_relevance(bottoms[0], r_tops[0])]
 
     def type1_relevance(self, x, r):

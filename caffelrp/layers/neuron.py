@@ -8,6 +8,7 @@ for 166, its gradient for 11 / 99); Dropout passes it unchanged; the other types
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from ..kernels.neuron import relu_backward, relu_forward
 from ..threads import threads_for
 from .base import GRADIENT, Layer, register
@@ -65,7 +66,7 @@ class ReLU(Neuron):
             return [np.maximum(r, np.float32(0))]
         if rule == "guided":
             return [np.where(bottoms[0] > 0, np.maximum(r, 0), np.float32(0)).astype(np.float32)]
-        raise ValueError("unknown ReLU behaviour %r" % (rule,))
+        raise ArgumentError("unknown ReLU behaviour %r" % (rule,))
 
 
 @register("Dropout")

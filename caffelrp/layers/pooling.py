@@ -10,6 +10,7 @@ under the gradient-type formulas AVE is its backward (the adjoint 1/pool_size).
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
                                max_pool_forward, pooled_size)
 from ..kernels.relevance import ave_pool_relevance
@@ -125,7 +126,7 @@ class Pooling(Layer):
         if self.method == MAX or rule == GRADIENT:
             return self.backward(bottoms, tops, r_tops)
         if rule != "relevance":
-            raise ValueError("unknown Pooling behaviour %r" % (rule,))
+            raise ArgumentError("unknown Pooling behaviour %r" % (rule,))
         return [self.average_relevance(bottoms[0], r_tops[0])]
 
     def average_relevance(self, x, r):
@@ -133,7 +134,7 @@ class Pooling(Layer):
         (kh, kw), (oh, ow) = self.window(*x.shape[2:])
         r = np.ascontiguousarray(r, dtype=np.float32)
         if r.shape != x.shape[:2] + (oh, ow):
-            raise ValueError("Pooling layer '%s': relevance of shape %s for an output of shape %s"
+            raise ArgumentError("Pooling layer '%s': relevance of shape %s for an output of shape %s"
                              % (self.name, r.shape, x.shape[:2] + (oh, ow)))
         out = np.empty(x.shape, dtype=np.float32)
         ave_pool_relevance(np.ascontiguousarray(x, dtype=np.float32), r, kh, kw, self.pad[0],
