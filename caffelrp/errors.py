@@ -42,8 +42,12 @@ class NoSuchLayerError(CaffeLRPError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class NoSuchBlobError(NoSuchLayerError):
-    """A blob name that the network does not have (a KeyError too, as a dict lookup is)."""
+class NoSuchBlobError(ArgumentError, KeyError):
+    """A blob name that the network does not have: an argument error, and a KeyError too, as a
+    dict lookup is."""
+
+    def __str__(self):   # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class NonFiniteError(CaffeLRPError, ValueError):
