@@ -7,7 +7,7 @@ block of outputs of the correlation of a 6x6 input tile d with a 3x3 filter g is
     Y = A^T [ (G g G^T) (.) (B^T d B) ] A        ((.) the element-wise product)
 
 with the matrices of the Toom-Cook construction at the interpolation points 0, 1, -1, 2, -2 and
-infinity (the standard F(4x4,3x3) set, eq. (11) of the paper's F(4,3)):
+infinity (the F(4x4,3x3) matrices as the paper gives them):
 
     B^T = [ 4  0 -5  0  1  0 ]    G = [  1/4     0     0  ]    A^T = [ 1  1  1  1  1  0 ]
           [ 0 -4 -4  1  1  0 ]        [ -1/6  -1/6  -1/6  ]          [ 0  1 -1  2 -2  0 ]
@@ -31,10 +31,10 @@ past the input and write only their rows and columns inside the output.
 Work is cut into chunks of whole tile rows (one image's row of ceil(OW/4) tiles), their size
 given by the caller from the shapes. A chunk is: input transform (per channel, over all the
 chunk's tiles), the 36 products (one sgemm per tile position over all the chunk's tiles), output
-transform with the bias (per output channel). With enough chunks each thread takes whole chunks (their
-transformed data stays in its cache); with few, the threads share each chunk's three phases.
-Both schedules make the same sgemm calls on the same operands, and the transforms are the same
-code per tile row, so the results do not depend on the thread count.
+transform with the bias (per output channel). With enough chunks each thread takes whole chunks
+(their transformed data stays in its cache); with few, the threads share each chunk's three
+phases. Both schedules make the same sgemm calls on the same operands and the same transform
+calls per channel, so the results do not depend on the thread count.
 
 Arithmetic: the input and output transforms in float32 (additions and multiplications by 2, 4, 5,
 8: exact up to the rounding of each sum); the filter transform in float64, rounded once to
@@ -76,7 +76,8 @@ cdef extern from *:
        with wider vectors, so gcc also makes x86-64-v3 (AVX2, FMA) and v4 (AVX-512) versions,
        picked at load time by the CPU's features. */
     #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 12
-    #define CAFFELRP_WIDE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #define CAFFELRP_WIDE \
+        __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
     #else
     #define CAFFELRP_WIDE
     #endif
@@ -243,7 +244,8 @@ cdef extern from *:
                              float* out, Py_ssize_t ld) noexcept nogil
     void caffelrp_wino_output(const float* m, Py_ssize_t ld, Py_ssize_t TH, Py_ssize_t TW,
                               Py_ssize_t u0, Py_ssize_t rows, float bias, float* h, float* o,
-                              float* y, Py_ssize_t plane, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+                              float* y, Py_ssize_t plane, Py_ssize_t OH,
+                              Py_ssize_t OW) noexcept nogil
 
 
 def filters(const float[:, :, :, ::1] w, float[:, :, ::1] u, bint adjoint, int num_threads=1):
