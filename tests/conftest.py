@@ -51,6 +51,20 @@ def reference_weights(shared_reference, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def nets(shared_reference, reference_weights):
+    """model name -> the reference model (``caffelrp.Net``) with its seed-1 weights, made once."""
+    import caffelrp
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
+                                        reference_weights(model))
+        return cache[model]
+    return get
+
+
 @pytest.fixture(autouse=True)
 def _needs_large_reference(request):
     """Skip a reference test of CaffeNet/GoogLeNet/VGG-16 where only the subset is present."""

@@ -14,8 +14,6 @@ from caffelrp.compare import JSON_KEYS, align, compare, sample_window, ssim
 from caffelrp.decode import DecodeError, builtin_maps, decode_heatmap, get_map
 from caffelrp.reproduce import _READS as READS
 
-from test_lrp_reference import nets  # noqa: F401  (fixture; reference_weights is in conftest)
-
 CAFFENET_TAGS = ["f0_eps1_beta0_aux0", "f100_eps1_beta0_aux0"]
 IMAGES = ["scooter10", "volcano2"]
 

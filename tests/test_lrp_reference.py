@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 
-import caffelrp
 from caffelrp.attribution import relevance
 
 MODELS = ["smallnet", "caffenet"]
@@ -35,18 +34,6 @@ BOUND = 1e-3
 # (OpenBLAS's SkylakeX kernels) volcano2's f100 eps 0.01 measured 1.01e-2, hence 2e-2. The
 # Caffe-exact mode (tests/test_caffe_blas.py) holds every tag to 1e-4 with no tie exemption.
 CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 2e-2, "f100": 2e-2}
-
-
-@pytest.fixture(scope="session")
-def nets(shared_reference, reference_weights):
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
-                                        reference_weights(model))
-        return cache[model]
-    return get
 
 
 def reference_case(shared_reference, model, image, tag):
