@@ -22,13 +22,13 @@ from . import caffe_blas, compat, distributed, zoo
 from .errors import CaffeLRPError
 from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
 from .bundled import class_names as bundled_class_names
-from .files import file_sha256, write_atomically
+from .files import file_sha256, json_bytes, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
-from .threads import set_num_threads
+from .threads import ThreadCountError, get_num_threads, set_num_threads
 from .limits import UsageError, check_explain_options
-from .preprocess import (BVLC_MEAN_BGR, MeanError, default_base_size, image_to_blob, mean_pixel,
-                         read_image, read_mean_file, toolbox_preprocess)
+from .preprocess import (BVLC_MEAN_BGR, default_base_size, image_to_blob, mean_pixel, read_image,
+                         read_mean_file, toolbox_preprocess)
 from .render import (COLORMAPS, OVERLAY_CLIP, colorize, heatmap_scale, overlay, overlay_scale,
                      pixel_relevance, write_png)
 
@@ -65,8 +65,8 @@ def parse_mean(text):
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3:
-        raise UsageError("--mean takes three numbers B,G,R, got %r" % text)
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise UsageError("--mean takes three finite numbers B,G,R, got %r" % text)
     return values
 
 
@@ -96,8 +96,12 @@ def cmd_info(args):
         shape = "x".join(str(d) for d in layer.top_shapes[0]) if getattr(
             layer, "top_shapes", None) else "input"
         print("%5d  %-34s %-14s %-22s %12s" % (i, name, type_, shape, count or ""))
-    print("parameters: %d; forward: %.2f GFLOP per batch of %d" % (
-        total, net.flops() / 1e9, net.blob_shapes[net.inputs[0]][0]))
+    first = net.blob_shapes[net.inputs[0]]
+    if first is None:   # an Input layer without a shape: sizes known once an input arrives
+        print("parameters: %d; input shapes not declared (sizes depend on the input)" % total)
+    else:
+        print("parameters: %d; forward: %.2f GFLOP per batch of %d" % (
+            total, net.flops() / 1e9, first[0]))
     print(weights_summary(net, weights))
     return 0
 
@@ -205,7 +209,7 @@ def cmd_classify(args):
             for rank, t in enumerate(entry["top"], 1):
                 print("  %4d  %6d  %10.4g  %s" % (rank, t["class"], t["score"], t["name"] or ""))
     if args.json:
-        print(json.dumps(results, indent=1))
+        sys.stdout.write(json_bytes(results, "classify --json").decode())
     for message in report.failures:
         print("error: %s" % message, file=sys.stderr)
     return DATA_ERROR if report.failures else 0
@@ -342,10 +346,12 @@ def load_net(prototxt, weights):
 def image_input(net):
     """(H, W) of the net's single 3-channel image input, as the toolbox pipeline needs."""
     shape = net.blob_shapes[net.inputs[0]]
-    if len(net.inputs) != 1 or len(shape) != 4 or shape[1] != 3:
-        raise UsageError("the network must have one 3-channel image input (N x 3 x H x W), has "
-                         "%s" % ", ".join("%s %s" % (n, "x".join(map(str, net.blob_shapes[n])))
-                                          for n in net.inputs))
+    if len(net.inputs) != 1 or shape is None or len(shape) != 4 or shape[1] != 3:
+        raise UsageError("the network must have one 3-channel image input of a declared shape "
+                         "(N x 3 x H x W), has %s" % ", ".join(
+                             "%s %s" % (n, "x".join(map(str, net.blob_shapes[n]))
+                                        if net.blob_shapes[n] is not None else "(no shape)")
+                             for n in net.inputs))
     return int(shape[2]), int(shape[3])
 
 
@@ -443,7 +449,7 @@ def resolve_mean(text):
     kind = 1 if text.lower().endswith((".binaryproto", ".protobin")) else 0
     try:
         return read_mean_file(text, kind)
-    except MeanError as e:
+    except CaffeLRPError as e:   # corrupt, empty or NaN: all one usage error, as -c/-f's
         raise UsageError("--mean: %s" % e) from None
 
 
@@ -515,7 +521,7 @@ def run_identity(args, method, target, model, base, mean):
                 "save_input": bool(args.save_input),
                 # Caffe-exact mode moves the last bits (and tied max-pool windows)
                 "blas": caffe_blas.describe()}
-    return json.loads(json.dumps(identity))
+    return json.loads(json_bytes(identity, "the run identity"))
 
 
 def identity_differences(stored, current, prefix=""):
@@ -664,8 +670,6 @@ def cmd_explain(args):
     run = {"method": args.method, "parameters": method.parameters(args),
            "target": target, "model": model, "identity": identity,
            "class_names": class_names(prototxt, None, args.model)}
-    if args.threads:
-        set_num_threads(args.threads)
     if args.dask or args.dask_scheduler_file:
         return distributed.explain_on_cluster(args, pending, target, run, out_dir,
                                               (in_h, in_w, base, mean), report)
@@ -762,7 +766,7 @@ def finish_record(out_dir, record, scale, args, report):
     try:
         render_and_finish(out_dir, record, scale, args)
         report.done += 1
-    except OSError as e:
+    except (OSError, CaffeLRPError) as e:
         report.fail("%s: cannot write the outputs: %s" % (record["image"], e))
 
 
@@ -865,8 +869,8 @@ def render_and_finish(out_dir, record, scale, args):
     if getattr(args, "original_geometry", False):
         from .geometry import write_original_geometry
         write_original_geometry(out_dir, record, o_scale, args)
-    write_atomically(out_dir / (record["stem"] + OUTPUT_SUFFIXES["sidecar"]),
-                     (json.dumps(record["sidecar"], indent=1) + "\n").encode())
+    sidecar = out_dir / (record["stem"] + OUTPUT_SUFFIXES["sidecar"])
+    write_atomically(sidecar, json_bytes(record["sidecar"], "sidecar %s" % sidecar.name))
 
 
 # ------------------------------------------------------------------ original-compatible mode
@@ -921,8 +925,6 @@ def cmd_compat(args):
         batch.append(entry)
     if batch:
         batches.append(batch)
-    if args.threads:
-        set_num_threads(args.threads)
     if args.dask or args.dask_scheduler_file:
         return distributed.compat_on_cluster(args, batches, config, start, report)
     for batch in batches:
@@ -1034,8 +1036,9 @@ def add_explain_parser(sub):
                               "results only by float32 rounding (a BLAS rounds a product by its "
                               "row count: about 1e-6 relative), never the classes or the files' "
                               "layout")
-    explain.add_argument("--cmap", default="seismic", metavar="NAME",
-                         help="heatmap colours: %s (default seismic)" % ", ".join(COLORMAPS))
+    explain.add_argument("--cmap", default="bwr", metavar="NAME",
+                         help="heatmap colours: %s (default bwr; seismic is its older name)"
+                         % ", ".join(COLORMAPS))
     explain.add_argument("--shared-scale", action="store_true",
                          help="one colour scale for all images of the --out folder made with "
                               "these settings (the largest of theirs; with --resume earlier "
@@ -1143,6 +1146,17 @@ def build_parser():
     return parser
 
 
+def check_threads(args):
+    """--threads and CAFFELRP_NUM_THREADS, before any work: a bad count (0, -1, 'abc') is one
+    usage error, not the default silently nor a failure per image."""
+    if getattr(args, "threads", None) is not None:
+        try:
+            set_num_threads(args.threads)
+        except ThreadCountError as e:
+            raise UsageError("--threads %d: %s" % (args.threads, e)) from None
+    get_num_threads()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1157,6 +1171,7 @@ def main(argv=None):
         print("error: -c/-f (the original-compatible mode) take no subcommand", file=sys.stderr)
         return USAGE_ERROR
     try:
+        check_threads(args)
         caffe_blas.apply_option(args)
         return args.run(args)
     except UsageError as e:

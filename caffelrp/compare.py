@@ -498,7 +498,7 @@ def add_parser(subparsers):
 
 def run(args):
     from .cli import UsageError
-    from .files import write_atomically
+    from .files import json_bytes, write_atomically
     try:
         box = parse_crop(args.crop) if args.crop else None
     except ValueError as e:
@@ -512,7 +512,7 @@ def run(args):
     print(summary(result, args.ours, args.published, maps["published_shape"], maps["ours"],
                   maps["published"]))
     if args.json:
-        write_atomically(args.json, (json.dumps(result, indent=1) + "\n").encode())
+        write_atomically(args.json, json_bytes(result, args.json))
     if args.figure:
         write_figure(args.figure, *maps["grid"], result)
     return 0

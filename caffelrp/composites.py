@@ -42,12 +42,11 @@ first layer, gamma on the other convolutions, epsilon on inner products).
 """
 from collections import namedtuple
 
+from .errors import ArgumentError
+from .layers.base import GRADIENT  # noqa: F401  (a layer's own backward: no second copy)
 from .rules import alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox, zplus
 
 LAYER_DEFAULTS = {"ReLU": "identity", "Pooling": "relevance", "LRN": "relevance", "output": None}
-
-# Gradient-type behaviour of a layer: its own ``backward`` (Caffe's Backward_cpu), no second copy.
-GRADIENT = "gradient"
 
 # Where a linear layer sits: its Caffe index, and whether it reads the network input.
 LayerPlace = namedtuple("LayerPlace", "index first")
@@ -98,7 +97,7 @@ def GAMMA(where, s):
 
 def Z_BOX(where, s):
     if s.bounds is None:
-        raise ValueError("the z^B rule needs the input's bounds: pass mean= (the mean that "
+        raise ArgumentError("the z^B rule needs the input's bounds: pass mean= (the mean that "
                          "preprocessing subtracted; bounds 0 - mean .. 255 - mean) or bounds=")
     return zbox(*s.bounds)
 
@@ -113,7 +112,7 @@ def below_aux(lower, upper):
     A-check aborts)."""
     def spec(where, s):
         if s.switch_layer is None or s.switch_layer < 0:
-            raise ValueError("this formula type needs switch_layer >= 0 (the original aborts "
+            raise ArgumentError("this formula type needs switch_layer >= 0 (the original aborts "
                              "for a negative auxiliaryvariable_maxlayerindexforflatdistinconv)")
         return (lower if where.index <= s.switch_layer else upper)(where, s)
     spec.__name__ = "%s_below_aux_else_%s" % (lower.__name__, upper.__name__)
@@ -187,7 +186,7 @@ def resolve(formula):
     else:
         key = formula
     if key not in COMPOSITES or isinstance(key, bool):
-        raise ValueError("rule %r is not supported; supported: formula numbers %s and names %s"
+        raise ArgumentError("rule %r is not supported; supported: formula numbers %s and names %s"
                          % (formula, [k for k in supported_formulas() if isinstance(k, int)],
                             sorted(set(NAMES) | {k for k in COMPOSITES if isinstance(k, str)})))
     return key
@@ -202,6 +201,17 @@ def behaviour(formula, key):
     return _table(formula).get(key, LAYER_DEFAULTS.get(key))
 
 
+def layer_rule(formula, rule_key, where, settings):
+    """What a layer receives as its rule under ``formula`` (``Layer.relevance``): the table's
+    entry ``rule_key`` (the layer type's ``rule_key``; None: no rule) at the layer's place
+    ``where`` (a ``LayerPlace``) -- a ``Rule`` for a rule spec, else the behaviour name."""
+    if rule_key is None:
+        return None
+    table = _table(formula)
+    spec = table[rule_key] if rule_key in table else LAYER_DEFAULTS[rule_key]
+    return spec(where, settings) if callable(spec) else spec
+
+
 def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_layer=0,
              first=None, settings=None):
     """The rule object for a linear layer of ``layer_type`` under ``formula``. ``first``: whether
@@ -211,7 +221,7 @@ def rule_for(formula, layer_type, layer_index=None, eps=1.0, beta=1.0, switch_la
     try:
         spec = table[layer_type]
     except KeyError:
-        raise ValueError("rule %r has no rule for layer type %r" % (formula, layer_type))
+        raise ArgumentError("rule %r has no rule for layer type %r" % (formula, layer_type))
     index = -1 if layer_index is None else layer_index
     if settings is None:
         settings = Settings(eps=eps, beta=beta, switch_layer=switch_layer)

@@ -40,3 +40,15 @@ class NoSuchLayerError(CaffeLRPError, KeyError):
 
     def __str__(self):   # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class NoSuchBlobError(ArgumentError, KeyError):
+    """A blob name that the network does not have: an argument error, and a KeyError too, as a
+    dict lookup is."""
+
+    def __str__(self):   # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteError(CaffeLRPError, ValueError):
+    """A result to be written holds NaN or infinity (JSON has no such numbers)."""

@@ -28,7 +28,7 @@ from .boxes import BoxError, BoxSource, mask_extent, network_mask
 from .cli import (Report, UsageError, add_model_options, bounds_for, check_class,
                   collect_images, file_sha256, open_model, parse_target)
 from .errors import CaffeLRPError
-from .files import write_atomically
+from .files import json_bytes, write_atomically
 from .methods import METHODS, Context, check_lrp_rule, lrp_rule
 from .preprocess import read_image, toolbox_preprocess
 
@@ -236,7 +236,7 @@ def evaluate_batch(chunk, net, specs, args, in_hw, base, mean, boxes, step, prog
                                                                 context, ids)
     records = [{"image": image, "sha256": file_sha256(image), "stem": stem, "index": index,
                 "class": int(classes[n]), "score": float(f0[n]), "methods": {
-                    s.name: {"sanity": {k: float(v[n]) for k, v in sanity[s.name].items()}}
+                    s.name: {"sanity": {k: _number(v[n]) for k, v in sanity[s.name].items()}}
                     for s in specs}}
                for n, (index, image, stem, _, _) in enumerate(prepared)]
     for metric, key, abpc in (("aopc", "aopc", "abpc"),
@@ -408,7 +408,7 @@ def write_outputs(out_dir, proto, records, specs, skipped, step, announce):
         images.append(entry)
     document = {"protocol": proto, "methods": methods, "images": images,
                 "skipped_for_boxes": skipped, "forward_batch_size": step}
-    write_atomically(out_dir / "evaluation.json", (json.dumps(document, indent=1) + "\n").encode())
+    write_atomically(out_dir / "evaluation.json", json_bytes(document, "evaluation.json"))
     write_atomically(out_dir / "table.md", table_md(methods, len(records)).encode())
     write_atomically(out_dir / "per_image.csv", per_image_csv(records, specs))
     if any(k.endswith("_curves") for m in methods.values() for k in m):
@@ -499,8 +499,9 @@ def run(args):
             continue
         for record in batch_records:
             record["protocol_sha256"] = key
-            write_atomically(record_dir / (record["stem"] + ".json"),
-                             (json.dumps(record) + "\n").encode())
+            name = record["stem"] + ".json"
+            write_atomically(record_dir / name,
+                             json_bytes(record, "per_image/" + name, indent=None))
             records[record["index"]] = record
             report.done += 1
         progress.advance(len(batch_records))

@@ -9,13 +9,19 @@ the file system accepts can be written, also a 255-byte one.
 
 ``file_digest`` hashes a file once per identity (path, size, mtime, inode); the digests of large
 files (weights) are kept in ``<cache>/digests.json`` across runs.
+
+``json_bytes`` is the one JSON writer: strict JSON, never the bare ``NaN`` / ``Infinity`` tokens
+Python's ``json`` writes by default and other parsers refuse.
 """
 import hashlib
 import json
+import math
 import os
 import secrets
 import threading
 from pathlib import Path
+
+from .errors import NonFiniteError
 
 _UMASK_LOCK = threading.Lock()
 _DIGESTS = {}
@@ -153,3 +159,42 @@ def record_digest(path, algorithm, digest):
 def file_sha256(path):
     """Hex sha256 of a file's content (``file_digest``: remembered per file identity)."""
     return file_digest(path, "sha256")
+
+
+def json_bytes(value, what="JSON output", indent=1):
+    """``value`` as strict JSON (UTF-8, a newline at the end). numpy scalars and arrays become
+    numbers and lists; a NaN or infinite number raises NonFiniteError naming ``what`` and where
+    in ``value`` it is (a result with NaN is not usable, and JSON has no way to say it)."""
+    try:
+        text = json.dumps(value, indent=indent, allow_nan=False, default=_plain)
+    except ValueError:
+        where = _non_finite_path(value)
+        if where is None:
+            raise
+        raise NonFiniteError("%s: %s is %s; JSON has no NaN or infinity"
+                             % (what, where[0] or "the value", where[1])) from None
+    return (text + "\n").encode("utf-8")
+
+
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists (json's ``default`` hook)."""
+    for method in ("tolist", "item"):
+        if hasattr(value, method) and type(value).__module__ == "numpy":
+            return getattr(value, method)()
+    raise TypeError("%s is not JSON serializable" % type(value).__name__)
+
+
+def _non_finite_path(value, path=""):
+    """(dotted path, repr) of the first NaN / infinite number inside value, or None."""
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, repr(value)
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, (list, tuple)) else ())
+    for key, item in items:
+        found = _non_finite_path(item, "%s[%d]" % (path, key) if isinstance(key, int)
+                                 else (path + "." if path else "") + str(key))
+        if found is not None:
+            return found
+    return None

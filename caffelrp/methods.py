@@ -16,6 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .errors import ArgumentError
+
 
 @dataclass
 class Attribution:
@@ -67,14 +69,14 @@ def lrp_rule(text):
 
 
 def check_lrp_rule(rule):
-    """Raise ValueError for a rule the composites table does not know."""
+    """Raise ArgumentError (a ValueError) for a rule the composites table does not know."""
     from . import composites
     resolve = getattr(composites, "resolve", None)
     if resolve is not None:
         try:
             resolve(rule)
         except (KeyError, ValueError) as e:
-            raise ValueError("unknown LRP rule %r (%s)" % (rule, e)) from None
+            raise ArgumentError("unknown LRP rule %r (%s)" % (rule, e)) from None
         except TypeError:
             pass
 

@@ -13,6 +13,7 @@ Net-level ``input:`` fields declare inputs without creating a layer. Caffe 1.0 w
 an "input" layer at index 0; the LRP toolbox's Caffe (2015) did not, and its layer indices are the
 ones the original's config files use, so caffelrp numbers layers like the original.
 """
+import copy
 import functools
 import logging
 from collections import namedtuple
@@ -20,14 +21,15 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
-from . import limits
-from .concurrency import serialize_methods
+from . import folding, limits
+from .concurrency import net_lock, serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
 from .blob import ParamList, blob_view
-from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchLayerError,
-                     PrototxtError, ShapeError, UnsupportedLayerError, WeightsError)
-from .io.caffemodel import read_caffemodel
+from .errors import (ArgumentError, CaffeLRPError, InputShapeError, NoSuchBlobError,
+                     NoSuchLayerError, PrototxtError, ShapeError, UnsupportedLayerError,
+                     WeightsError)
+from .io.caffemodel import non_finite_count, read_caffemodel
 from .io.prototxt import read_net_prototxt
 from .layers.base import layer_class, supported_types
 from .proto import caffe_pb2
@@ -35,6 +37,10 @@ from .proto import caffe_pb2
 log = logging.getLogger("caffelrp")
 
 LayerInfo = namedtuple("LayerInfo", "name type")
+
+# One layer of the net, in Caffe's order: its Caffe index, the layer object, and the blob versions
+# (ints, see ``Graph``) it reads and writes.
+Step = namedtuple("Step", "index layer bottoms tops")
 
 # Layer types of Caffe 1.0 that read data or compute losses: they belong to train/val nets.
 _TRAINING_TYPES = {
@@ -146,6 +152,68 @@ def _argument_errors(method):
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ArgumentError("%s: %s" % (method.__name__, e)) from e
     return wrapper
+
+
+
+# ---------------------------------------------------------------------------------- the graph
+class Graph:
+    """The structure of a net as the passes over it see it (``net.graph()``).
+
+    Every blob *version* has an int id: the net inputs first, then every top in layer order. An
+    in-place layer (a ReLU writing its bottom's name) makes a new version of that name, so the
+    values before it stay readable. ``steps`` are the layers in Caffe's order, each a ``Step``
+    (index, layer, bottom versions, top versions). Values and shapes are read from the net live:
+    ``value(v)`` is what the last forward pass wrote (None before one), ``shape(v)`` the shape
+    from the last shape inference (None before one).
+    """
+
+    def __init__(self, net):
+        self._net = net
+
+    @property
+    def steps(self):
+        return self._net._steps
+
+    @property
+    def inputs(self):
+        """Versions of the net inputs, in ``net.inputs`` order."""
+        return tuple(bid for _, bid, _ in self._net._inputs)
+
+    @property
+    def outputs(self):
+        """Versions of the net outputs, in ``net.outputs`` order."""
+        return tuple(self._net._latest[name] for name in self._net.outputs)
+
+    def __len__(self):
+        """The number of blob versions."""
+        return len(self._net._blob_names)
+
+    def name(self, version):
+        return self._net._blob_names[version]
+
+    def shape(self, version):
+        return self._net._blob_shapes[version]
+
+    def value(self, version):
+        return self._net._values[version]
+
+    def latest(self, name):
+        """The last version of blob ``name`` (what ``net.blobs[name]`` shows)."""
+        try:
+            return self._net._latest[name]
+        except KeyError:
+            raise NoSuchBlobError("no blob named %r" % (name,)) from None
+
+    def has_blob(self, name):
+        return name in self._net._latest
+
+    def versions(self, name):
+        """Every version of blob ``name``, oldest (its producer's output) first."""
+        return [v for v, n in enumerate(self._net._blob_names) if n == name]
+
+    def consumers(self, version):
+        """Positions in ``steps`` of the layers that read ``version``."""
+        return [k for k, step in enumerate(self.steps) if version in step.bottoms]
 
 
 # ---------------------------------------------------------------------------------- the net
@@ -285,6 +353,9 @@ class Net:
         else:
             self._infer_shapes(shapes)
         self._values = [None] * len(self._blob_names)
+        self._steps = tuple(Step(layer.index, layer, tuple(b), tuple(t)) for layer, b, t in
+                            zip(self._layers, self._bottom_ids, self._top_ids))
+        self._graph = Graph(self)
 
     def _input_layer_shape(self, lp, k):
         if lp.type == "MemoryData":
@@ -345,6 +416,12 @@ class Net:
                         "has %s, the prototxt %s needs %s (%d)" % (
                             path, j, src.name, blob.describe_shape(), self.source,
                             " ".join(str(d) for d in current.shape), current.size))
+                bad = non_finite_count(blob.data)
+                if bad:   # Caffe would run them, and every output and heatmap would be NaN
+                    raise WeightsError(
+                        "%s: weight blob %d of layer '%s' (%s) holds %d non-finite value(s) "
+                        "(NaN or infinity); the weights file is corrupt"
+                        % (path, j, src.name, target.type, bad))
                 new_blobs.append(blob.data.reshape(current.shape))
             target.blobs = new_blobs
             target.weights_loaded = True
@@ -424,8 +501,10 @@ class Net:
     def _weights_written(self):
         """Called when weights are written through net.params: drop what was derived from them."""
         self._weights_set_by_user = True
+        self.__dict__.pop("_folded_cache", None)
         for layer in self._layers:
             layer.__dict__.pop("_lrp_cache", None)
+            layer.__dict__.pop("_winograd_filters", None)   # caffelrp.winograd.CACHE
 
     def forward(self, x=None, **inputs):
         """Run the network on ``x`` (an array, or {input name: array}), or pycaffe's keyword form
@@ -492,6 +571,62 @@ class Net:
                                       gamma=gamma, mean=mean, bounds=bounds)
 
     # -- introspection -------------------------------------------------------------------------
+    def graph(self):
+        """The net's ``Graph``: its layers in order with the blob versions they read and write,
+        and the values of the last forward pass (what the backward and relevance passes walk)."""
+        return self._graph
+
+    def folded(self):
+        """This net with every BatchNorm / Scale / Bias layer applied right after a Convolution or
+        InnerProduct folded into it (``caffelrp.folding``), as the gradient and relevance passes
+        see it; the net itself when there is nothing to fold.
+
+        The folded net is a ``Net`` to inspect or run (``layers``, ``params``, ``forward``): its
+        folded layers are copies with the folded weights (``layer.folded_from`` names what they
+        absorbed), the others are this net's own layers (the same objects, with their weights and
+        what their last forward kept), and its blob versions keep this net's numbering, so its
+        steps can walk this net's values. Layer indices are this net's (Caffe's): the folded net's
+        ``layers`` skip the folded ones. It is made again when the weights change."""
+        graph = self.graph()
+        chains = folding.affine_chains(graph)
+        if not chains:
+            return self
+        sources = folding.weight_sources(graph, chains)
+        cached = self.__dict__.get("_folded_cache")
+        if cached is not None and len(cached[0]) == len(sources) and all(
+                a is b for a, b in zip(cached[0], sources)):
+            return cached[1]
+        absorbed = {j for chain in chains.values() for j in chain}
+        layers, bottoms, tops = [], [], []
+        for i, step in enumerate(graph.steps):
+            if i in absorbed:
+                continue
+            layer, top = step.layer, step.tops
+            if i in chains:
+                layer = folding.folded_layer(layer, [graph.steps[j].layer for j in chains[i]])
+                top = graph.steps[chains[i][-1]].tops
+            layers.append(layer)
+            bottoms.append(list(step.bottoms))
+            tops.append(list(top))
+        twin = copy.copy(self)
+        twin.__dict__.pop("_folded_cache", None)
+        twin._pass_lock = net_lock(self)    # the twin shares layers (and their forward state)
+        twin._layers, twin._bottom_ids, twin._top_ids = layers, bottoms, tops
+        twin._blob_shapes = list(self._blob_shapes)
+        twin._values = [None] * len(self._blob_names)
+        made = set(graph.inputs) | {v for t in tops for v in t}
+        twin._latest = {name: v for name, v in self._latest.items() if v in made}
+        twin._steps = tuple(Step(layer.index, layer, tuple(b), tuple(t))
+                            for layer, b, t in zip(layers, bottoms, tops))
+        twin._graph = Graph(twin)
+        self._folded_cache = (sources, twin)
+        return twin
+
+    def check_inputs(self, x):
+        """The input arrays ``forward(x)`` would run (float32, C-contiguous, one per net input),
+        or an ``InputShapeError`` naming the input."""
+        return self._check_inputs(x)
+
     @property
     def layers(self):
         return [LayerInfo(layer.name, layer.type) for layer in self._layers]
@@ -552,6 +687,12 @@ class Net:
         {blob name: gradient} for the inputs and the names in ``blobs`` ("all": every blob; a
         name rewritten in place reports the gradient at its producer's output, like pycaffe)."""
         from .attribution.backward import backward_by_name
+        if any(self._values[bid] is None for _, bid, _ in self._inputs):
+            raise ArgumentError("backward needs the values of a forward pass: call "
+                                "net.forward(x) first")
+        if not isinstance(diffs, dict):
+            raise ArgumentError("backward takes {blob name: gradient}, got %s"
+                                % type(diffs).__name__)
         return backward_by_name(self, diffs, blobs)
 
     @_argument_errors
@@ -628,6 +769,6 @@ def _shape_text(shape):
 
 
 # One net used from several threads: each pass holds the net's lock (caffelrp.concurrency).
-serialize_methods(Net, ("load_weights", "reshape", "forward", "relevance", "relevance_details",
-                        "backward", "gradient", "gradient_x_input", "smoothgrad",
+serialize_methods(Net, ("load_weights", "reshape", "forward", "folded", "relevance",
+                        "relevance_details", "backward", "gradient", "gradient_x_input", "smoothgrad",
                         "integrated_gradients"))

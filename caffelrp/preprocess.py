@@ -205,6 +205,16 @@ class Mean:
     source: str = "BVLC mean pixel"
     sha256: str = None
 
+    def __post_init__(self):
+        # every way a mean is unusable (however it was read) is this one MeanError, which the
+        # command line reports as a usage error of --mean
+        values = np.asarray(self.values)
+        if values.size == 0:
+            raise MeanError("%s: the mean is empty (shape %s)" % (self.source, values.shape))
+        if not np.all(np.abs(values) <= np.finfo(np.float32).max):
+            raise MeanError("%s: the mean holds NaN, infinite or out-of-float32 values"
+                            % self.source)
+
     @property
     def is_pixel(self):
         return self.values.ndim == 1
@@ -262,7 +272,7 @@ def read_mean_file(path, kind=1):
         except (ValueError, UnicodeDecodeError):
             raise MeanError("%s: a text mean file holds 'C H W' and then C*H*W numbers" % path) \
                 from None
-        if c != 3 or values.size != c * h * w:
+        if c != 3 or h < 1 or w < 1 or values.size != c * h * w:
             raise MeanError("%s: header says %d x %d x %d (3 channels needed) and %d values follow"
                             % (path, c, h, w, values.size))
         canvas = _column_major_planes(values.reshape(c, -1), h, w)
@@ -377,7 +387,7 @@ def as_mean(mean):
     values = np.asarray(mean, dtype=np.float64)
     if values.size == 3:
         return mean_pixel(values)
-    if values.ndim == 3 and values.shape[0] == 3:
+    if values.ndim == 3 and values.shape[0] == 3 and values.size:
         c, h, w = values.shape
         return Mean(_column_major_planes(values.reshape(c, -1), h, w), source="array")
     raise ArgumentError("mean must be B,G,R (3 values), a (3, H, W) BGR mean image or a mean "

@@ -10,8 +10,9 @@ Colour maps (all take the per-pixel value and the scale):
   black -> blue for negative ones, scaled by the largest *positive* value. The demonstrator does
   not clip the blue side (its PNG writer wraps values > 1 around); here it is clipped to [0, 1].
   ``compat.write_heatmap_png`` writes the demonstrator's exact file.
-* ``seismic``: blue (negative) - white (0) - red (positive), symmetric around 0, scaled by the
-  largest absolute value, like matplotlib's ``seismic``/``bwr`` as used by most LRP papers.
+* ``bwr``: blue (negative) - white (0) - red (positive), symmetric around 0, scaled by the
+  largest absolute value: matplotlib's ``bwr``, as most LRP papers use it. ``seismic`` is its
+  older caffelrp name, kept as an alias (matplotlib's own ``seismic`` darkens the ends).
 * ``gray-red``, ``black-firered``, ``black-green``, ``blue-black-yellow``: the numpy toolbox's
   custom maps (spec 5.5), scaled by ``scale`` instead of their own maximum.
 * ``hot``: black - red - yellow - white for the positive part only (negative values are black).
@@ -35,7 +36,7 @@ def pixel_relevance(relevance, reduce="sum"):
     return r.sum(axis=axis) if reduce == "sum" else r.mean(axis=axis)
 
 
-def heatmap_scale(values, cmap="seismic", shared=False):
+def heatmap_scale(values, cmap="bwr", shared=False):
     """Full-colour value per image (array (N,)) from per-pixel values (N, H, W); one common value
     for all images when ``shared``. ``original`` scales by the largest positive value, the others
     by the largest absolute value; 0 where there is nothing to scale (all-black images)."""
@@ -64,7 +65,7 @@ def _original(t):
     return np.stack([pos, pos, neg], axis=-1)
 
 
-def _seismic(t):
+def _bwr(t):
     t = np.clip(t, -1, 1)
     pos, neg = np.clip(t, 0, 1), np.clip(-t, 0, 1)
     # white at 0, pure red at +1, pure blue at -1
@@ -100,12 +101,13 @@ def _hot(t):
                     axis=-1)
 
 
-COLORMAPS = {"original": _original, "seismic": _seismic, "gray-red": _gray_red,
+# "seismic": the name caffelrp gave bwr before, kept as an alias
+COLORMAPS = {"original": _original, "bwr": _bwr, "seismic": _bwr, "gray-red": _gray_red,
              "black-firered": _black_firered, "black-green": _black_green,
              "blue-black-yellow": _original, "hot": _hot}
 
 
-def colorize(values, scale, cmap="seismic"):
+def colorize(values, scale, cmap="bwr"):
     """Per-pixel values (H, W) and their full-colour value -> float64 RGB (H, W, 3) in [0, 1]."""
     if cmap not in COLORMAPS:
         raise ArgumentError("unknown colour map %r; choose from %s" % (cmap, ", ".join(COLORMAPS)))

@@ -11,7 +11,6 @@ targets become per-image class lists, so each relevance pass explains all target
 parameter (0 ignores beta, 2 ignores eps, 11/26/166 ignore both, the two composites ignore beta)
 is run once for it, and that parameter is listed as null in the ranking.
 """
-import json
 import sys
 
 import numpy as np
@@ -70,12 +69,13 @@ def explained_classes(net, x, targets):
     from .attribution import lrp
     from .attribution.targets import resolve
     top = lrp._injection_layer(net, "highest-ip")
-    inj = net._top_ids[top][0]
+    graph = net.graph()
+    inj = graph.steps[top].tops[0]
     scores = lrp._ranking_scores(net, inj)[:1]
     out = []
     for t in targets:
         if isinstance(t, str):
-            out.append([int(c) for c in resolve(t, scores, tie_break=net._values[inj][:1])[0]])
+            out.append([int(c) for c in resolve(t, scores, tie_break=graph.value(inj)[:1])[0]])
         else:
             out.append([int(t)])
     return out
@@ -180,7 +180,7 @@ def add_parser(subparsers):
 def run(args):
     from .cli import UsageError, bounds_for, check_class, open_model
     from .compare import ColourMapError, _check_cmap
-    from .files import write_atomically
+    from .files import json_bytes, write_atomically
     from .methods import check_lrp_rule
     from .preprocess import read_image, toolbox_preprocess
     rules = [_rule_key(r) for r in args.rules.split(",") if r.strip()]
@@ -235,6 +235,6 @@ def run(args):
             k + 1, row["rule"], fmt(row["eps"], 2), fmt(row["beta"], 0), row["target"],
             fmt(row["pearson"]), fmt(row["spearman"]), fmt(row["ssim"])))
     if args.json:
-        write_atomically(args.json, (json.dumps({"ranking": ranking, "best": ranking[0]},
-                                                indent=1) + "\n").encode())
+        write_atomically(args.json, json_bytes({"ranking": ranking, "best": ranking[0]},
+                                               args.json))
     return 0

@@ -1,14 +1,15 @@
 """LRP rules for linear maps (Convolution, InnerProduct, and per-channel affine maps).
 
 A rule turns (layer input, linear map, upper relevance R) into the relevance of the input. It sees
-the layer through a ``LinearMap``: products with the weights W (O, K) or a part of them (W+, W-,
-W^2, all-ones) in both directions, and the bias. Every rule works on "columns": an input matrix
+the layer through a ``LinearMap``: products with the weights W (O, K), or with W as a
+``Modifier`` changes it (its positive part W+, negative part W-, square, W + gamma W+, or one a
+user writes), in both directions, and the bias (modified alike). Every rule works on "columns": an input matrix
 X (K, P), the upper relevance R (O, P) and the layer's pre-activation z (O, P, bias included, taken
 from the forward pass), where P counts the places the map is applied (images for an inner product,
-output positions for a convolution). Its result is the relevance of every column entry, X-shaped;
-a convolution folds it back onto the image with col2im (entries in the zero padding are dropped,
-as in the original). Rules never know about networks; ``caffelrp.composites`` says which rule a
-layer gets.
+output positions for a convolution). Its result is the relevance of every column entry, X-shaped.
+Rules never know about networks or layouts: the layers form the columns and fold the result
+back (``layers.conv.conv_relevance`` with im2col / col2im, ``layers.inner_product.
+dense_relevance``), and ``caffelrp.composites`` says which rule a layer gets.
 
 All arithmetic is float32 with GEMMs (``caffelrp.kernels.gemm.matmul``), like the original.
 
@@ -26,14 +27,38 @@ Alpha-beta (original type 2, "AB4"/"ABslow"; parameter beta >= 0, alpha = 1 + be
 import numpy as np
 
 from . import scratch
+from .errors import ArgumentError
 from .kernels.gemm import matmul
-from .kernels.im2col import col2im, im2col
 from .kernels.lrp_ratios import (alpha_beta_ratios, epsilon_ratio, multiply_into,
                                  signed_product)
-from .layers.conv import COLUMN_BUDGET, channels_as_rows
 from .threads import get_num_threads, threads_for
 
-WEIGHT_PARTS = ("all", "positive", "negative", "square")
+class Modifier:
+    """How a rule changes a linear map's parameters: ``modifier(array)`` is the modified weights
+    (or bias, or per-element factors), elementwise, float32. ``name`` identifies it: the layers
+    keep W' between passes under it (W+ of VGG-16's fc6 costs as much to form as one product
+    with it), so two modifiers that compute different things need different names."""
+
+    def __init__(self, name, function):
+        self.name, self.function = name, function
+
+    def __call__(self, w):
+        return np.asarray(self.function(np.asarray(w, np.float32)), dtype=np.float32)
+
+    def __repr__(self):
+        return self.name
+
+
+IDENTITY = Modifier("identity", lambda w: w)
+POSITIVE = Modifier("positive", lambda w: np.maximum(w, np.float32(0)))   # w+
+NEGATIVE = Modifier("negative", lambda w: np.minimum(w, np.float32(0)))   # w- (w = w+ + w-)
+SQUARE = Modifier("square", lambda w: w * w)
+
+
+def gamma_shifted(gamma):
+    """w + gamma w+ (the gamma rule's weights, Montavon et al. 2019)."""
+    g = np.float32(gamma)
+    return Modifier("gamma_shifted(%g)" % g, lambda w: w + g * np.maximum(w, np.float32(0)))
 
 
 def _f32(a):
@@ -56,14 +81,6 @@ def _product(a, b, role=None):
     out = np.empty(shape, dtype=np.float32) if role is None else scratch.take(role, shape)
     matmul(a, b, out, get_num_threads())
     return out
-
-
-def _image_columns(a):
-    """(m, O, OH, OW) -> (O, m*OH*OW), the column order of a multi-image im2col matrix."""
-    m, o = a.shape[:2]
-    if m == 1:
-        return a.reshape(o, -1)
-    return np.ascontiguousarray(a.reshape(m, o, -1).transpose(1, 0, 2)).reshape(o, -1)
 
 
 def _divide_where(r, z, keep):
@@ -116,11 +133,12 @@ def _alpha_beta_ratios(R, zp, z, bias_p, offset, alpha, beta):
 # ---------------------------------------------------------------------------- linear maps
 class LinearMap:
     """The weights W (O, K) and bias b (O,) of one linear map (an inner product, or one group of a
-    convolution), as the rules see it: products with W or a part of it, in both directions.
+    convolution), as the rules see it: products with W or W modified (a ``Modifier``), in both
+    directions.
 
     ``rows_first``: the products are computed as (P, K) @ (K, O) rather than (O, K) @ (K, P), so
     that an inner product at batch 1 (P = 1) runs as a matrix-vector product. ``cache`` (a dict
-    owned by the layer, or None) keeps the weight parts between passes: W+ of VGG-16's fc6 costs as
+    owned by the layer, or None) keeps the modified weights between passes: W+ of VGG-16's fc6 costs as
     much to form as one product with it. ``use_scratch``: products asked for with a ``role`` go to
     the scratch buffers (only where the caller consumes them before the next column block, as a
     convolution does with col2im).
@@ -135,43 +153,30 @@ class LinearMap:
         self._key = key
         self.outputs, self.fan_in = self.W.shape
 
-    def weights(self, part="all"):
-        if part == "all":
+    def weights(self, modifier=IDENTITY):
+        if modifier is IDENTITY:
             return self.W
-        key = (self._key, part)
+        key = (self._key, modifier.name)
         if key not in self._cache:
-            if part == "positive":
-                value = np.maximum(self.W, np.float32(0))
-            elif part == "negative":  # exact: every entry is w or 0
-                value = self.W - self.weights("positive")
-            elif part == "square":
-                value = self.W * self.W
-            else:
-                raise ValueError("weight part must be one of %s, got %r" % (WEIGHT_PARTS, part))
-            self._cache[key] = value
+            self._cache[key] = _f32(modifier(self.W))
         return self._cache[key]
 
-    def bias(self, part="all"):
-        """The bias (or its positive / negative part) as an (O, 1) column, or None."""
+    def bias(self, modifier=IDENTITY):
+        """The bias, modified, as an (O, 1) column, or None."""
         if self.b is None:
             return None
-        b = self.b
-        if part == "positive":
-            b = np.maximum(b, np.float32(0))
-        elif part == "negative":
-            b = np.minimum(b, np.float32(0))
-        return b[:, None]
+        return (self.b if modifier is IDENTITY else modifier(self.b))[:, None]
 
-    def forward(self, X, part="all", role=None):
-        """sum_i w_ij x_i for every column of X (K, P): (O, P)."""
-        Wp = self.weights(part)
+    def forward(self, X, modifier=IDENTITY, role=None):
+        """sum_i w'_ij x_i for every column of X (K, P): (O, P)."""
+        Wp = self.weights(modifier)
         if self.rows_first:
             return _product(X.T, Wp.T).T
         return _product(Wp, X, role if self.use_scratch else None)
 
-    def backward(self, S, part="all", role=None):
-        """sum_j w_ij s_j for every column of S (O, P): (K, P)."""
-        Wp = self.weights(part)
+    def backward(self, S, modifier=IDENTITY, role=None):
+        """sum_j w'_ij s_j for every column of S (O, P): (K, P)."""
+        Wp = self.weights(modifier)
         if self.rows_first:
             return _product(S.T, Wp).T
         return _product(Wp.T, S, role if self.use_scratch else None)
@@ -184,7 +189,7 @@ class LinearMap:
 
     def square_row_sums(self):
         """sum_i w_ij^2 per output j: (O,)."""
-        return self.weights("square").sum(axis=1, dtype=np.float32)
+        return self.weights(SQUARE).sum(axis=1, dtype=np.float32)
 
 
 class DiagonalMap:
@@ -197,26 +202,16 @@ class DiagonalMap:
         self.a = np.asarray(a, dtype=np.float32)
         self.b = None if c is None else np.asarray(c, dtype=np.float32)
 
-    def weights(self, part="all"):
-        if part == "positive":
-            return np.maximum(self.a, np.float32(0))
-        if part == "negative":
-            return np.minimum(self.a, np.float32(0))
-        if part == "square":
-            return self.a * self.a
-        return self.a
+    def weights(self, modifier=IDENTITY):
+        return self.a if modifier is IDENTITY else modifier(self.a)
 
-    def bias(self, part="all"):
+    def bias(self, modifier=IDENTITY):
         if self.b is None:
             return None
-        if part == "positive":
-            return np.maximum(self.b, np.float32(0))
-        if part == "negative":
-            return np.minimum(self.b, np.float32(0))
-        return self.b
+        return self.b if modifier is IDENTITY else modifier(self.b)
 
-    def forward(self, X, part="all", role=None):
-        return self.weights(part) * X
+    def forward(self, X, modifier=IDENTITY, role=None):
+        return self.weights(modifier) * X
 
     backward = forward
 
@@ -224,11 +219,11 @@ class DiagonalMap:
         return S
 
     def square_row_sums(self):
-        return self.weights("square")
+        return self.weights(SQUARE)
 
 
-def _with_bias(z, lin, part="all"):
-    b = lin.bias(part)
+def _with_bias(z, lin, modifier=IDENTITY):
+    b = lin.bias(modifier)
     return z if b is None else z + b
 
 
@@ -236,6 +231,7 @@ def _with_bias(z, lin, part="all"):
 class Rule:
     name = "rule"
     needs_z = False   # whether ``columns`` uses the forward pre-activation z
+    is_gradient = False   # the transposed map: a layer may use its own backward instead
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         """Relevance (K, P) of the column entries X (K, P) of the linear map ``lin`` for the upper
@@ -252,100 +248,34 @@ class Rule:
         """Relevance through a per-element affine map y = a x + c (standalone BatchNorm/Scale)."""
         return self.columns(x, DiagonalMap(a, c), R, z).astype(np.float32, copy=False)
 
-    # -- the two layer shapes ---------------------------------------------------------------
-    def dense(self, a, W, b, R, z=None, cache=None, input_shape=None):
-        """Inner product: a (N, K) inputs, W (O, K), b (O,) or None, R (N, O), z (N, O) the
-        forward output or None -> (N, K). ``input_shape``: the layer input's shape before
-        flattening (for rules with ``aux_images``)."""
-        a = np.asarray(a, dtype=np.float32)
-        lin = LinearMap(W, b, rows_first=True, cache=cache, key="ip")
-        shape = a.shape if input_shape is None else input_shape
-        # aux images come shaped like ``a`` (parts of it) or like the layer input (z^B bounds)
-        aux = tuple((v if v.shape == a.shape else np.broadcast_to(v, shape).reshape(a.shape)).T
-                    for v in (np.asarray(v, np.float32) for v in self.aux_images(a)))
-        zt = None if z is None else np.asarray(z, dtype=np.float32).T
-        out = self.columns(a.T, lin, np.asarray(R, dtype=np.float32).T, zt, aux,
-                           not (a < 0).any())
-        return _f32(out.T)
-
-    def conv(self, x, W, b, R, geometry, group=1, z=None, cache=None):
-        """Convolution: x (N, C, H, W), W (O, C/group, kh, kw), b (O,) or None,
-        R (N, O, OH, OW), geometry = (kh, kw, ph, pw, sh, sw, dh, dw), z (N, O, OH, OW) the forward
-        output or None -> (N, C, H, W).
-
-        Images go through in chunks whose column matrix stays within the column budget, so that
-        one GEMM covers several images where the layer is small (VGG-16's conv5: 196 columns per
-        image); the temporaries live in scratch buffers, consumed by col2im before the next chunk.
-        """
-        x = _f32(x)
-        R = _f32(R)
-        n, c, h, w = x.shape
-        o, oh, ow = R.shape[1], R.shape[2], R.shape[3]
-        kh, kw = geometry[0], geometry[1]
-        cg, og = c // group, o // group
-        k = cg * kh * kw
-        weights = _f32(W).reshape(o, k)
-        maps = [LinearMap(weights[g * og:(g + 1) * og],
-                          None if b is None else b[g * og:(g + 1) * og], cache=cache,
-                          key=("group", g), use_scratch=True) for g in range(group)]
-        images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
-                              for v in self.aux_images(x))
-        out = np.empty_like(x)
-        threads = get_num_threads()
-        nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
-        spatial = oh * ow
-        # 1x1, stride 1, no pad: the images are their own column matrix (no im2col, no col2im)
-        pointwise = kh == kw == 1 and geometry[4] == geometry[5] == 1 and \
-            geometry[2] == geometry[3] == 0
-        chunk = max(1, COLUMN_BUDGET // max(c * kh * kw * spatial * 4, 1))
-        for n0 in range(0, n, chunk):
-            m = min(chunk, n - n0)
-            cols = []
-            for j, image in enumerate(images):
-                if pointwise:
-                    cols.append(channels_as_rows(_f32(image[n0:n0 + m])))
-                    continue
-                col = scratch.take(scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j),
-                                   (c * kh * kw, m * spatial))
-                im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
-                cols.append(col)
-            r_c = _image_columns(R[n0:n0 + m])
-            z_c = None if z is None else _image_columns(_f32(z[n0:n0 + m]))
-            if group == 1:
-                rel = self.conv_columns(cols[0], maps[0], r_c, z_c, tuple(cols[1:]), kh * kw,
-                                        nonnegative)
-            else:
-                rel = scratch.take("lrp-groups", cols[0].shape)
-                for g, lin in enumerate(maps):
-                    rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
-                    rel[rows] = self.conv_columns(
-                        cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
-                        tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
-            if pointwise:
-                out[n0:n0 + m] = rel.reshape(c, m, h, w).transpose(1, 0, 2, 3)
-            else:
-                col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
-        return out
-
     def conv_columns(self, X, lin, R, z, aux, spatial, nonnegative=None):
         """``columns`` for one group of a convolution; ``spatial`` = kh * kw."""
         return self.columns(X, lin, R, z, aux, nonnegative)
 
 
 class Epsilon(Rule):
+    """The epsilon rule on the linear map with its weights and bias changed by ``weights`` (a
+    ``Modifier``; the map itself by default, the original's rule, spec 2.2 "EPS"):
+    z'_j = sum_i x_i w'_ij + b'_j,  R_i = x_i sum_j w'_ij s_j,  s_j = R_j / (z'_j + eps sign z'_j)
+    (R_j undivided where z'_j == 0). ``gamma_shifted`` weights make it the gamma rule; a user's
+    modifier, a rule of their own."""
     name = "epsilon"
     needs_z = True
 
-    def __init__(self, eps):
+    def __init__(self, eps, weights=IDENTITY):
         self.eps = np.float32(eps)
+        self.weights = weights
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
-        if z is None:
-            z = _with_bias(lin.forward(X), lin)
-        return _times_input(X, lin.backward(_epsilon_ratio(R, z, self.eps), role="lrp-back0"))
+        w = self.weights
+        if z is None or w is not IDENTITY:    # the forward's z is that of the map itself
+            z = _with_bias(lin.forward(X, w), lin, w)
+        return _times_input(X, lin.backward(_epsilon_ratio(R, z, self.eps), w, role="lrp-back0"))
 
     def __repr__(self):
-        return "epsilon(%g)" % self.eps
+        if self.weights is IDENTITY:
+            return "epsilon(%g)" % self.eps
+        return "epsilon(%g, weights=%r)" % (self.eps, self.weights)
 
 
 class AlphaBeta(Rule):
@@ -358,11 +288,11 @@ class AlphaBeta(Rule):
     def __init__(self, beta, alpha=None, bias=True):
         beta = float(beta)
         if beta < 0:
-            raise ValueError("alpha-beta needs beta >= 0 (the original aborts), got %g" % beta)
+            raise ArgumentError("alpha-beta needs beta >= 0 (the original aborts), got %g" % beta)
         if alpha is None:
             alpha = 1.0 + beta
         if abs(alpha - beta - 1.0) > 1e-6:
-            raise ValueError("the original's alpha-beta rule has alpha = 1 + beta; got alpha %g, "
+            raise ArgumentError("the original's alpha-beta rule has alpha = 1 + beta; got alpha %g, "
                              "beta %g" % (alpha, beta))
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
         self.use_bias = bias
@@ -383,10 +313,10 @@ class AlphaBeta(Rule):
         if not nonnegative and not aux:
             xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
         if nonnegative:   # after a ReLU or pooling: x- = 0, one product fewer
-            zp = lin.forward(X, "positive", role="lrp-zplus")
+            zp = lin.forward(X, POSITIVE, role="lrp-zplus")
         else:
-            zp = lin.forward(xp, "positive", role="lrp-zplus")
-            zp += lin.forward(xn, "negative", role="lrp-zminus")
+            zp = lin.forward(xp, POSITIVE, role="lrp-zplus")
+            zp += lin.forward(xn, NEGATIVE, role="lrp-zminus")
         offset = None
         if self.beta > 0:
             # z- = z - z+: the sum of all products is that of the positive plus the negative
@@ -396,23 +326,23 @@ class AlphaBeta(Rule):
                 z = _with_bias(lin.forward(X), lin)
             if not self.use_bias:
                 offset = lin.bias()
-        sp, sn = _alpha_beta_ratios(R, zp, z, lin.bias("positive") if self.use_bias else None,
+        sp, sn = _alpha_beta_ratios(R, zp, z, lin.bias(POSITIVE) if self.use_bias else None,
                                     offset, self.alpha, self.beta)
         if nonnegative:
             # R_i = x_i [sum_j w+_ij alpha s+_j - sum_j w-_ij beta s-_j], with w- = w - w+
             if sn is None:
-                g = lin.backward(sp, "positive", role="lrp-back0")
+                g = lin.backward(sp, POSITIVE, role="lrp-back0")
             else:
-                g = lin.backward(sp + sn, "positive", role="lrp-back0")
+                g = lin.backward(sp + sn, POSITIVE, role="lrp-back0")
                 g -= lin.backward(sn, role="lrp-back1")
             return _times_input(X, g)
         # x+ meets w+ s+ and w- s-, x- meets w- s+ and w+ s- (alpha, beta inside s+, s-):
         # R_i = x_i [sum_j w+ s+ - w- s-] for x_i > 0, x_i [sum_j w- s+ - w+ s-] for x_i < 0
         if sn is None:
-            pos = lin.backward(sp, "positive", role="lrp-back0")
-            neg = lin.backward(sp, "negative", role="lrp-back1")
+            pos = lin.backward(sp, POSITIVE, role="lrp-back0")
+            neg = lin.backward(sp, NEGATIVE, role="lrp-back1")
         else:
-            q = lin.backward(sp + sn, "positive", role="lrp-back0")  # w+ s+ + w+ s-
+            q = lin.backward(sp + sn, POSITIVE, role="lrp-back0")  # w+ s+ + w+ s-
             pos = lin.backward(sn, role="lrp-back1")                 # w s- = w+ s- + w- s-
             np.subtract(q, pos, out=pos)             # w+ s+ - w- s- (uses w- = w - w+)
             neg = lin.backward(sp, role="lrp-back2")
@@ -428,26 +358,18 @@ class AlphaBeta(Rule):
         return "alpha_beta(alpha=%g, beta=%g)" % (self.alpha, self.beta)
 
 
-class Gamma(Rule):
-    """Gamma rule (Montavon et al., "Layer-wise relevance propagation: an overview", 2019):
-    weights w + gamma w+ (and bias b + gamma b+),
+class Gamma(Epsilon):
+    """Gamma rule (Montavon et al., "Layer-wise relevance propagation: an overview", 2019): the
+    epsilon rule with weights w + gamma w+ and bias b + gamma b+ (``gamma_shifted``),
     R_i = x_i sum_j (w_ij + gamma w+_ij) R_j / (z_j + gamma z+_j + eps sign),
     with z+_j = sum_i x_i w+_ij + b+_j. ``gamma = 0`` is the epsilon rule."""
     name = "gamma"
-    needs_z = True
 
     def __init__(self, gamma=0.25, eps=1e-6):
         if gamma < 0:
-            raise ValueError("the gamma rule needs gamma >= 0, got %g" % gamma)
-        self.gamma, self.eps = np.float32(gamma), np.float32(eps)
-
-    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
-        if z is None:
-            z = _with_bias(lin.forward(X), lin)
-        zg = z + self.gamma * _with_bias(lin.forward(X, "positive"), lin, "positive")
-        denom = np.where(zg > 0, zg + self.eps, np.where(zg < 0, zg - self.eps, np.float32(1)))
-        s = (R / denom).astype(np.float32)
-        return X * (lin.backward(s) + self.gamma * lin.backward(s, "positive"))
+            raise ArgumentError("the gamma rule needs gamma >= 0, got %g" % gamma)
+        super().__init__(eps, gamma_shifted(gamma))
+        self.gamma = np.float32(gamma)
 
     def __repr__(self):
         return "gamma(%g)" % self.gamma
@@ -471,15 +393,15 @@ class ZBox(Rule):
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         low, high = aux
         q = lin.forward(X)
-        q -= lin.forward(low, "positive")
-        q -= lin.forward(high, "negative")
-        bias_p = lin.bias("positive")
+        q -= lin.forward(low, POSITIVE)
+        q -= lin.forward(high, NEGATIVE)
+        bias_p = lin.bias(POSITIVE)
         if bias_p is not None:
             q = q + bias_p
         big = np.abs(q) > np.float32(1e-12)
         s = np.where(big, R / np.where(big, q, np.float32(1)), R).astype(np.float32)
-        return (X * lin.backward(s) - low * lin.backward(s, "positive")
-                - high * lin.backward(s, "negative")).astype(np.float32, copy=False)
+        return (X * lin.backward(s) - low * lin.backward(s, POSITIVE)
+                - high * lin.backward(s, NEGATIVE)).astype(np.float32, copy=False)
 
     def __repr__(self):
         return "zbox"
@@ -525,7 +447,7 @@ class WSquare(Rule):
         denom = lin.square_row_sums()
         denom = denom[:, None] if np.ndim(denom) == 1 else denom
         s = _divide_where(R, denom, denom > 0)
-        return np.broadcast_to(lin.backward(s, "square"), X.shape).astype(np.float32)
+        return np.broadcast_to(lin.backward(s, SQUARE), X.shape).astype(np.float32)
 
     def __repr__(self):
         return "w_square"
@@ -535,6 +457,7 @@ class Backprojection(Rule):
     """R_i = sum_j w_ij R_j: the transposed linear map, no input, no bias, no normalisation.
     The original's DECONV (types 26, 166) and the gradient of a linear layer (types 11, 99)."""
     name = "backprojection"
+    is_gradient = True
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
         return np.broadcast_to(lin.backward(R), X.shape).astype(np.float32)
@@ -555,8 +478,10 @@ def backprojection():
     return Backprojection()
 
 
-def epsilon(eps):
-    return Epsilon(eps)
+def epsilon(eps, weights=IDENTITY):
+    """The epsilon rule; ``weights``: a ``Modifier`` of the weights and bias (e.g.
+    ``Modifier("clipped", lambda w: np.clip(w, -1, 1))``) for a rule of one's own."""
+    return Epsilon(eps, weights)
 
 
 def alpha_beta(alpha=None, beta=1.0):

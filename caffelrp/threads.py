@@ -14,14 +14,15 @@ its own thread count, as it did for the original.
 import os
 import warnings
 
-from .errors import CaffeLRPError
+from .limits import UsageError
 
 _ENV = "CAFFELRP_NUM_THREADS"
 MAX_PER_CORE = 4
 
 
-class ThreadCountError(CaffeLRPError, ValueError):
-    """A thread count (argument or CAFFELRP_NUM_THREADS) that is not a positive integer."""
+class ThreadCountError(UsageError, ValueError):
+    """A thread count (argument or CAFFELRP_NUM_THREADS) that is not a positive integer (a usage
+    error: exit 2 on the command line)."""
 
 
 def max_threads():

@@ -15,7 +15,8 @@ All kernels take C-contiguous float32 (N, C, ., .) arrays, write their outputs c
 an OpenMP ``prange`` over the N*C planes; every output plane is written by exactly one thread in a
 fixed order, so results do not depend on ``num_threads``.
 
-``pooled_size`` and ``conv_out_size`` are pure-Python helpers for the output sizes.
+``pooled_size`` is a pure-Python helper for the output size (a convolution's is
+``layers.conv.ConvGeometry.conv_out``).
 """
 
 from cython.parallel cimport prange
@@ -25,16 +26,18 @@ from libc.string cimport memset
 from kernel_limits cimport check_int_range
 
 
-def pooled_size(in_, k, pad, stride):
+def pooled_size(in_, k, pad, stride, clip=None):
     """Caffe 1.0 pooling output size along one axis (ceil mode, caffe-format.md §3.3).
 
-    ``out = ceil((in + 2*pad - k) / stride) + 1``; then, only when pad > 0, if the last window
-    would start in the padding (``(out-1)*stride >= in + pad``) it is dropped (``out -= 1``).
-    Examples: (28, 3, 1, 2) -> 15, (5, 2, 1, 2) -> 3, (112, 3, 0, 2) -> 56, (7, 1, 0, 2) -> 4.
+    ``out = ceil((in + 2*pad - k) / stride) + 1``; then, when the layer has padding, if the last
+    window would start in the padding or beyond (``(out-1)*stride >= in + pad``) it is dropped
+    (``out -= 1``). Examples: (28, 3, 1, 2) -> 15, (5, 2, 1, 2) -> 3, (112, 3, 0, 2) -> 56,
+    (7, 1, 0, 2) -> 4.
 
-    Note: Caffe applies the clip to both axes when pad_h or pad_w is non-zero; since the clip can
-    only fire on an axis whose own pad is non-zero (with pad 0 the last start is always < in),
-    the per-axis rule here is equivalent.
+    ``clip``: whether that rule applies. Caffe applies it to BOTH axes when pad_h or pad_w is
+    non-zero, so a layer passes ``pad_h or pad_w``; it matters on an axis of pad 0 whose kernel
+    is smaller than its stride, e.g. (4, 1, 0, 4): 2 windows without the rule (the second starts
+    at 4, outside the image), 1 with it. Default: ``pad > 0``.
 
     The result can be <= 0 when the kernel does not fit (k > in + 2*pad); the caller must reject
     that (Caffe fails on such a blob shape). Raises ValueError only for k < 1, stride < 1 or
@@ -45,29 +48,9 @@ def pooled_size(in_, k, pad, stride):
         raise ValueError("invalid pooling geometry: k=%d pad=%d stride=%d" % (k, pad, stride))
     num = in_ + 2 * pad - k
     out = -((-num) // stride) + 1       # exact integer ceil division (also for num < 0)
-    if pad > 0 and (out - 1) * stride >= in_ + pad:
+    if (pad > 0 if clip is None else clip) and (out - 1) * stride >= in_ + pad:
         out -= 1
     return out
-
-
-def conv_out_size(in_, k, pad, stride, dilation=1):
-    """Caffe 1.0 convolution output size along one axis (caffe-format.md §3.1).
-
-    ``out = (in + 2*pad - (dilation*(k-1) + 1)) / stride + 1`` with C++ integer division, i.e.
-    truncation toward zero (floor for the usual non-negative numerator; so e.g. in=2, k=3,
-    stride=2 gives 1, as in Caffe). The result can be <= 0 when the kernel does not fit; the
-    caller must reject that. Raises ValueError only for k < 1, stride < 1, pad < 0 or
-    dilation < 1.
-    """
-    in_ = int(in_); k = int(k); pad = int(pad); stride = int(stride); dilation = int(dilation)
-    if k < 1 or stride < 1 or pad < 0 or dilation < 1:
-        raise ValueError("invalid convolution geometry: k=%d pad=%d stride=%d dilation=%d"
-                         % (k, pad, stride, dilation))
-    num = in_ + 2 * pad - (dilation * (k - 1) + 1)
-    q = abs(num) // stride
-    if num < 0:
-        q = -q
-    return q + 1
 
 
 cdef int _check_geometry(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,

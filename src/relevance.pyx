@@ -312,7 +312,9 @@ cdef int _lrn_rel_task(const float* xb, const float* sb, const float* rb, float*
                        Py_ssize_t pre, float aos, float crv, float negbeta, float negbeta1,
                        float k) noexcept nogil:
     cdef double acc[BLK]
-    cdef Py_ssize_t c, i, j, cc, L = p1 - p0, R = pre + 1
+    # a channel leaves the window pre steps after it is overwritten; with pre >= C none ever
+    # does, and C slots are enough (local_size near 2^31 would ask for 2^30 of them)
+    cdef Py_ssize_t c, i, j, cc, L = p1 - p0, R = pre + 1 if pre < C else C
     cdef float xv, tc, own, xx
     # ring[(c % R)*BLK + i] = t of channel c: out[c] is overwritten at step c, but t_c leaves the
     # window only at step c + pre

@@ -1,4 +1,5 @@
 """Shared pytest fixtures."""
+import json
 import os
 from pathlib import Path
 
@@ -28,6 +29,40 @@ def shared_reference():
     tests of the large models are skipped (``_needs_large_reference``)."""
     path = full_reference_path()
     return path if path.is_dir() else REFERENCE_SUBSET
+
+
+@pytest.fixture(scope="session")
+def reference_weights(shared_reference, tmp_path_factory):
+    """model name -> path of its seed-1 caffemodel (the public reference's weights), written once
+    per session on demand, with the project's own code (tests/refdata.py): the tests never run
+    the reference's own scripts."""
+    import refdata
+    folder = tmp_path_factory.mktemp("reference_weights")
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
+                                  .read_text())
+            path = folder / (model + ".caffemodel")
+            path.write_bytes(refdata.net_param_bytes(manifest, 1))
+            cache[model] = path
+        return cache[model]
+    return get
+
+
+@pytest.fixture(scope="session")
+def nets(shared_reference, reference_weights):
+    """model name -> the reference model (``caffelrp.Net``) with its seed-1 weights, made once."""
+    import caffelrp
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
+                                        reference_weights(model))
+        return cache[model]
+    return get
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,10 @@ def conv_out(size, k, pad, stride, dilation=1):
     return (size + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
 
 
-def pool_out(size, k, pad, stride):
+def pool_out(size, k, pad, stride, clip=None):
+    """Caffe's PoolingLayer::Reshape: ``clip`` (default pad > 0) when pad_h or pad_w is set."""
     out = int(math.ceil((size + 2 * pad - k) / stride)) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
+    if (pad > 0 if clip is None else clip) and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -76,8 +77,8 @@ def deconvolution(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group=1):
 def pooling(x, method, kernel, pad=(0, 0), stride=(1, 1)):
     x = np.asarray(x, np.float64)
     n, c, h, w = x.shape
-    oh = pool_out(h, kernel[0], pad[0], stride[0])
-    ow = pool_out(w, kernel[1], pad[1], stride[1])
+    oh = pool_out(h, kernel[0], pad[0], stride[0], any(pad))
+    ow = pool_out(w, kernel[1], pad[1], stride[1], any(pad))
     y = np.zeros((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):

@@ -162,12 +162,14 @@ REFERENCE = {
 
 def reference_forward(net, x):
     """Every blob version (by id) of a float64 forward pass of ``x`` (any batch size)."""
-    values = [None] * len(net._blob_names)
-    values[net._inputs[0][1]] = np.asarray(x, np.float64)
-    for layer, bottoms, tops in zip(net._layers, net._bottom_ids, net._top_ids):
-        if layer.is_input:
+    graph = net.graph()
+    values = [None] * len(graph)
+    values[graph.inputs[0]] = np.asarray(x, np.float64)
+    for step in graph.steps:
+        if step.layer.is_input:
             continue
-        for t, y in zip(tops, REFERENCE[layer.type](layer, [values[b] for b in bottoms])):
+        for t, y in zip(step.tops, REFERENCE[step.layer.type](step.layer,
+                                                              [values[b] for b in step.bottoms])):
             values[t] = y
     return values
 
@@ -306,7 +308,7 @@ def _prepare(tmp_path, name):
     shape, body = CASES[name]
     net = make_net(tmp_path, body, shape)
     randomize(net, seed=3, scale=0.5)
-    for layer in net._layers:
+    for layer in (step.layer for step in net.graph().steps):
         if layer.type == "BatchNorm":  # variances must be positive, the normaliser non-zero
             layer.blobs[1][...] = np.abs(layer.blobs[1]) + 0.1
             layer.blobs[2][...] = 0.8
@@ -323,7 +325,7 @@ def test_input_gradient_matches_float64_finite_differences(tmp_path, name):
     weights = rng.standard_normal(out[top].shape).astype(np.float32)
     got = net.backward({top: weights})[net.inputs[0]]
     assert got.dtype == np.float32 and got.shape == x.shape
-    assert_close(got, finite_difference(net, x, net._latest[top], weights))
+    assert_close(got, finite_difference(net, x, net.graph().latest(top), weights))
 
 
 @pytest.mark.parametrize("batched_spatial", [256, 0])
@@ -406,7 +408,7 @@ def _directional_check(net, x, output_id, weights, directions=6, seed=0, tol=1e-
     loss = y.reshape(2 * directions, -1) @ np.asarray(weights, np.float64).reshape(-1)
     numeric = (loss[:directions] - loss[directions:]) / (2 * h)
     net.forward(x)
-    seed_blob = net._blob_names[output_id]
+    seed_blob = net.graph().name(output_id)
     grad = net.backward({seed_blob: weights})[net.inputs[0]].astype(np.float64)
     analytic = (grad.reshape(1, -1) * v.reshape(directions, -1)).sum(axis=1)
     assert np.abs(analytic - numeric).max() <= tol * np.abs(numeric).max()
@@ -419,7 +421,7 @@ def test_bundled_small_nets_directional_derivatives(model):
     net = caffelrp.Net(str(REPO / "models" / model / "deploy.prototxt"),
                        allow_missing_weights=True)
     randomize(net, seed=11, scale=0.3)
-    for layer in net._layers:
+    for layer in (step.layer for step in net.graph().steps):
         if layer.type == "BatchNorm":
             layer.blobs[1][...] = np.abs(layer.blobs[1]) + 0.5
             layer.blobs[2][...] = 1.0
@@ -427,7 +429,7 @@ def test_bundled_small_nets_directional_derivatives(model):
     x = np.random.default_rng(4).uniform(-1, 1, shape).astype(np.float32)
     from caffelrp.attribution.backward import output_blob
     fid = output_blob(net, "logit")
-    weights = np.zeros(net._blob_shapes[fid], np.float32)
+    weights = np.zeros(net.graph().shape(fid), np.float32)
     weights.reshape(-1)[1] = 1
     _directional_check(net, x, fid, weights)
 
@@ -437,7 +439,7 @@ def test_probability_output_gradient_goes_through_the_softmax(tmp_path):
     g, info = net.gradient(x, target=2, output="probability")
     weights = np.zeros((1, 5), np.float32)
     weights[0, 2] = 1
-    assert_close(g, finite_difference(net, x, net._latest["sm"], weights))
+    assert_close(g, finite_difference(net, x, net.graph().latest("sm"), weights))
     assert info[0]["classes"] == [2]
     assert info[0]["F"] == pytest.approx(float(net.forward(x)["sm"][0, 2]), rel=1e-6)
 

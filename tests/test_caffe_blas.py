@@ -22,7 +22,7 @@ from caffelrp.errors import CaffeLRPError
 from netutil import layer, make_net, randomize
 from test_cli_explain import explain, make_image, model  # noqa: F401  (model: a fixture)
 # nets, reference_weights: the seed-1 reference networks, as fixtures (shared with that module)
-from test_lrp_reference import nets, reference_case, reference_weights, rel_err  # noqa: F401
+from test_lrp_reference import reference_case, rel_err
 
 DEBIAN_OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
 LIBRARY = os.environ.get("CAFFELRP_CAFFE_BLAS_TEST", DEBIAN_OPENBLAS)

@@ -15,6 +15,7 @@ from caffelrp.io.caffemodel import write_caffemodel
 from caffelrp.preprocess import mean_pixel, toolbox_preprocess, BVLC_MEAN_BGR
 
 from netutil import layer, prototxt
+from terminal import Terminal
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 16          # net input 16 x 16; default base size round(16 * 256 / 227) = 18
@@ -192,26 +193,14 @@ def test_quiet_prints_nothing_on_success(tmp_path, model, capsys):
 
 
 def test_progress_bar_only_on_a_terminal():
-    class Stream:
-        def __init__(self, tty):
-            self.tty, self.text = tty, ""
-
-        def isatty(self):
-            return self.tty
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-    tty, pipe = Stream(True), Stream(False)
+    tty, pipe = Terminal(True), Terminal(False)
     for stream in (tty, pipe):
         progress = cli.Progress(4, stream=stream)
         progress.advance(2)
         progress.close()
     assert "2/4 images" in tty.text and "images/s" in tty.text
     assert pipe.text == ""
-    quiet = Stream(True)
+    quiet = Terminal(True)
     progress = cli.Progress(4, quiet=True, stream=quiet)
     progress.advance()
     assert quiet.text == ""

@@ -14,11 +14,6 @@ from caffelrp.compare import JSON_KEYS, align, compare, sample_window, ssim
 from caffelrp.decode import DecodeError, builtin_maps, decode_heatmap, get_map
 from caffelrp.reproduce import _READS as READS
 
-try:   # the seeded-weights fixtures (moved to conftest.py by another change, then found there)
-    from test_lrp_reference import nets, reference_weights  # noqa: F401
-except ImportError:
-    pass
-
 CAFFENET_TAGS = ["f0_eps1_beta0_aux0", "f100_eps1_beta0_aux0"]
 IMAGES = ["scooter10", "volcano2"]
 

@@ -177,18 +177,10 @@ def test_heatmap_png_roundtrip(tmp_path):
 
 
 # ------------------------------------------------------------------ the whole run, reference
-def load_generator(shared_reference):
-    """The seeded reference weights, made with the project's own code (tests/refdata.py): the
-    tests never execute the reference's own scripts."""
-    import refdata
-    return refdata
-
-
 @pytest.fixture(scope="module")
-def reference_run(shared_reference, tmp_path_factory):
+def reference_run(shared_reference, tmp_path_factory, reference_weights):
     """Run the original-compatible mode on both public images for a model and class field, the
     way the reference was made (README of shared/reference): seed-1 weights, mean256, -2."""
-    generator = load_generator(shared_reference)
     root = tmp_path_factory.mktemp("compat_reference")
     (root / "imgs" / "someimages").mkdir(parents=True)
     for image in ("scooter10", "volcano2"):
@@ -199,11 +191,7 @@ def reference_run(shared_reference, tmp_path_factory):
         key = (model, class_field, formula, eps, beta)
         if key in cache:
             return cache[key]
-        weights = root / (model + ".caffemodel")
-        if not weights.exists():
-            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
-                                  .read_text())
-            weights.write_bytes(generator.net_param_bytes(manifest, 1))
+        weights = reference_weights(model)
         out = "out_%s_%d_%d_%g_%g" % (model, class_field, formula, eps, beta)
         small = model == "smallnet"
         config = config_text(
@@ -276,19 +264,16 @@ def test_as_inputted_png_matches_the_demonstrators(shared_reference, reference_r
     np.testing.assert_array_equal(ours, expected)      # smallnet preprocessing is bit-exact
 
 
-def test_rawhm_from_the_reference_input_blob_within_the_lrp_tolerance(shared_reference):
+def test_rawhm_from_the_reference_input_blob_within_the_lrp_tolerance(shared_reference,
+                                                                    reference_weights):
     """Fed the same input.npy, the relevance the compat mode writes (same call, same writer)
     reproduces the reference rawhm within the LRP tests' tolerance."""
     import caffelrp
     from caffelrp.attribution import relevance
-    generator = load_generator(shared_reference)
-    manifest = json.loads((shared_reference / "models" / "smallnet" / "manifest.json")
-                          .read_text())
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "s.caffemodel"
-        weights.write_bytes(generator.net_param_bytes(manifest, 1))
-        net = caffelrp.Net(shared_reference / "models" / "smallnet" / "deploy.prototxt", weights)
+        net = caffelrp.Net(shared_reference / "models" / "smallnet" / "deploy.prototxt",
+                           reference_weights("smallnet"))
         for image in ("scooter10", "volcano2"):
             folder = shared_reference / "expected" / "smallnet" / image
             run = json.loads((folder / "runs.json").read_text())["runs"]["f100_eps1_beta0_aux0"]

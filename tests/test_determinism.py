@@ -12,7 +12,7 @@ import caffelrp
 from caffelrp.attribution import relevance
 from caffelrp.kernels.gemm import matmul
 
-from test_lrp_reference import nets, reference_case, reference_weights  # noqa: F401 (fixtures)
+from test_lrp_reference import reference_case
 
 THREADS = [1, 2, 3, 8]
 

@@ -173,13 +173,8 @@ def test_compat_mode_on_the_cluster_writes_the_files_of_a_local_run(cluster, tmp
 
 
 def test_cluster_progress_shows_rate_and_eta():
-    import io
     from caffelrp import distributed as dist
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
+    from terminal import Terminal
     stream = Terminal()
     clock = iter([100.0, 110.0])              # start, then 10 s later
     progress = dist.ClusterProgress(40, stream=stream, clock=lambda: next(clock))

@@ -316,12 +316,8 @@ def test_cli_usage_errors(tmp_path, capsys):
 
 
 def test_progress_line_only_on_a_terminal():
-    import io
     from caffelrp.evaluate_cli import EvalProgress
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+    from terminal import Terminal
     tty = Terminal()
     progress = EvalProgress(2, stream=tty)
     progress.show("aopc", 64, 400)
@@ -329,7 +325,7 @@ def test_progress_line_only_on_a_terminal():
     progress.close()
     assert "0/2 images" in tty.getvalue() and "aopc 64/400" in tty.getvalue()
     assert "1/2 images" in tty.getvalue()
-    piped = io.StringIO()
+    piped = Terminal(False)
     quiet = EvalProgress(2, stream=piped)
     quiet.show("aopc", 1, 2)
     assert piped.getvalue() == ""

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import caffelrp
 from caffelrp import cli
 from caffelrp.files import file_sha256, write_atomically
 from caffelrp.io.caffemodel import write_caffemodel
 
 from netutil import layer, prototxt
+from terminal import Terminal
 from test_cli_explain import BODY, SIDE, explain, make_image, model  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,18 +254,7 @@ def test_bundled_smallnet_says_its_weights_are_random(tmp_path):
 
 
 def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
-    class Stream:
-        text = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-    stream = Stream()
+    stream = Terminal()
     progress = cli.Progress(4, stream=stream, interval=0)
     assert "0/4 images" in stream.text and "elapsed" in stream.text     # before any image
     progress.advance()
@@ -275,18 +266,7 @@ def test_progress_bar_is_drawn_at_once_with_elapsed_eta_and_failures():
 
 def test_progress_names_the_images_of_a_running_batch():
     # an LRP batch is one call with no per-image end: the bar says which images it holds
-    class Stream:
-        text = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-    stream = Stream()
+    stream = Terminal()
     progress = cli.Progress(10, stream=stream, interval=0)
     progress.working(8)
     assert stream.text.split("\r")[-1].startswith("[") and "working on 1-8" in stream.text
@@ -375,7 +355,26 @@ def test_module_level_argument_errors_are_caffelrp_errors():
         "baseline shape": lambda: make_baseline(x, np.zeros((2, 5))),
         "caffemodel format": lambda: caffemodel_bytes({}, fmt="v3"),
     }
+    from caffelrp.attribution import backward, lrp
+    from caffelrp.errors import CaffeLRPError, NoSuchBlobError
+    from caffelrp.rules import alpha_beta, gamma
+    net = caffelrp.Net(str(REPO / "models" / "smallnet" / "deploy.prototxt"),
+                       str(REPO / "models" / "smallnet" / "smallnet.caffemodel"))
+    image = np.zeros((1,) + tuple(net.blob_shapes[net.inputs[0]][1:]), np.float32)
+    calls.update({
+        "lrp start": lambda: lrp.relevance(net, image, start="bogus"),
+        "lrp mean shape": lambda: lrp.relevance(net, image, rule="epsilon-gamma-box",
+                                                mean=np.zeros(5)),
+        "memory budget": lambda: backward.parse_memory("lots"),
+        "gradient output": lambda: backward.output_blob(net, "no-such-blob"),
+        "alpha-beta beta": lambda: alpha_beta(beta=-1),
+        "gamma": lambda: gamma(-1),
+    })
     for what, call in calls.items():
         with pytest.raises(ArgumentError) as info:
             call()
         assert str(info.value), what
+    # a blob name the net lacks: a CaffeLRPError that is still the KeyError of a dict lookup
+    with pytest.raises(NoSuchBlobError) as info:
+        backward.backward_by_name(net, {"no-such-blob": np.zeros(1, np.float32)})
+    assert isinstance(info.value, (CaffeLRPError, KeyError)) and "no-such-blob" in str(info.value)

@@ -80,6 +80,8 @@ POOL_CASES = [
     ((2, 3, 9, 11), "AVE", "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 pad_w: 1",
      "ave asymmetric"),
     ((1, 4, 1, 1), "MAX", "kernel_size: 1", "1x1 input"),
+    ((1, 2, 6, 4), "AVE", "kernel_h: 3 kernel_w: 1 stride_h: 1 stride_w: 4 pad_h: 1 pad_w: 0",
+     "pad_h alone clips the width too"),
 ]
 
 

@@ -64,6 +64,15 @@ def test_weight_blob_beyond_int_max_elements(tmp_path):
                                  params="inner_product_param { num_output: 2000000000 }"))
 
 
+@pytest.mark.parametrize("region, what", [("ACROSS_CHANNELS", "padded squares blob"),
+                                           ("WITHIN_CHANNEL", "padded plane side")])
+def test_lrn_local_size_whose_padding_caffe_cannot_hold(tmp_path, region, what):
+    # 2^31 - 1 fits the int, but Caffe's forward pads the squares by local_size - 1
+    with pytest.raises(ShapeError, match="'norm'.*local_size 2147483647: its %s" % what):
+        make_net(tmp_path, layer("norm", "LRN", params="lrn_param { local_size: 2147483647 "
+                                                       "norm_region: %s }" % region))
+
+
 def test_lrn_local_size_uint32_max(tmp_path):
     with pytest.raises(ShapeError, match="'norm'.*local_size = 4294967295"):
         make_net(tmp_path, layer("norm", "LRN", params="lrn_param { local_size: 4294967295 }"))

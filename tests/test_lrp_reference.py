@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 
-import caffelrp
 from caffelrp.attribution import relevance
 
 MODELS = ["smallnet", "caffenet"]
@@ -35,43 +34,6 @@ BOUND = 1e-3
 # (OpenBLAS's SkylakeX kernels) volcano2's f100 eps 0.01 measured 1.01e-2, hence 2e-2. The
 # Caffe-exact mode (tests/test_caffe_blas.py) holds every tag to 1e-4 with no tie exemption.
 CAFFENET_TIE_BOUND = {"f0": 3e-2, "f2": 2e-2, "f100": 2e-2}
-
-
-def load_generator(shared_reference):
-    """The seeded reference weights, made with the project's own code (tests/refdata.py): the
-    tests never execute the reference's own scripts."""
-    import refdata
-    return refdata
-
-
-@pytest.fixture(scope="session")
-def reference_weights(shared_reference, tmp_path_factory):
-    """model name -> path of its seed-1 caffemodel, written once per session on demand."""
-    generator = load_generator(shared_reference)
-    folder = tmp_path_factory.mktemp("lrp_reference_weights")
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
-                                  .read_text())
-            path = folder / (model + ".caffemodel")
-            path.write_bytes(generator.net_param_bytes(manifest, 1))
-            cache[model] = path
-        return cache[model]
-    return get
-
-
-@pytest.fixture(scope="session")
-def nets(shared_reference, reference_weights):
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            cache[model] = caffelrp.Net(shared_reference / "models" / model / "deploy.prototxt",
-                                        reference_weights(model))
-        return cache[model]
-    return get
 
 
 def reference_case(shared_reference, model, image, tag):
@@ -111,9 +73,10 @@ def test_relevance_matches_original(shared_reference, nets, model, image, tag):
 
 def tied_rows(net):
     """Input rows inside the receptive field of a pool1 window whose positive max is tied."""
-    pool, conv = net._layers[2], net._layers[0]
+    graph = net.graph()
+    pool, conv = graph.steps[2].layer, graph.steps[0].layer
     assert (pool.type, conv.type) == ("Pooling", "Convolution")
-    xb = net._values[net._bottom_ids[2][0]][0]
+    xb = graph.value(graph.steps[2].bottoms[0])[0]
     (kh, kw), (oh, ow) = pool.window(*xb.shape[1:])
     sh, sw = pool.stride
     conv_rows = set()

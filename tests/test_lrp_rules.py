@@ -12,6 +12,8 @@ import pytest
 
 from caffelrp.attribution import relevance
 from caffelrp.composites import COMPOSITES, Settings, behaviour, resolve, rule_for
+from caffelrp.layers.conv import conv_relevance
+from caffelrp.layers.inner_product import dense_relevance
 from caffelrp.rules import (AlphaBeta, Backprojection, Epsilon, Flat, Gamma, WSquare, ZBox,
                             alpha_beta, backprojection, epsilon, flat, gamma, w_square, zbox,
                             zplus)
@@ -106,7 +108,7 @@ def test_dense_matches_float64_reference(name, eps, beta):
     a = f32(np.maximum(rng.standard_normal((3, 20)), -0.3))   # mixed signs, mostly positive
     W, b, R = f32(rng.standard_normal((7, 20))), f32(rng.standard_normal(7)), f32(
         rng.standard_normal((3, 7)))
-    got = make_rule(name, eps, beta).dense(a, W, b, R)
+    got = dense_relevance(make_rule(name, eps, beta), a, W, b, R)
     want = ref_dense(a.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
                      R.astype(np.float64), name, eps, beta)
     assert got.dtype == np.float32 and got.shape == a.shape
@@ -118,7 +120,7 @@ def test_dense_epsilon_zero_preactivation_passes_relevance_undivided():
     W = np.array([[2.0, 2.0], [1.0, 0.0]], dtype=np.float32)   # z_0 = 0, z_1 = 1
     b = np.zeros(2, dtype=np.float32)
     R = np.array([[3.0, 4.0]], dtype=np.float32)
-    got = epsilon(0.5).dense(a, W, b, R)
+    got = dense_relevance(epsilon(0.5), a, W, b, R)
     # unit 0: s = R undivided = 3 -> x_i w_i0 * 3 = (6, -6); unit 1: s = 4 / 1.5 -> (8/3, 0)
     np.testing.assert_allclose(got, [[6 + 8 / 3, -6]], rtol=1e-6)
 
@@ -128,7 +130,8 @@ def test_dense_epsilon_bias_in_denominator():
     W = np.array([[1.0]], dtype=np.float32)
     b = np.array([-5.0], dtype=np.float32)                      # z = -3 -> denominator -3 - eps
     R = np.array([[1.0]], dtype=np.float32)
-    np.testing.assert_allclose(epsilon(1.0).dense(a, W, b, R), [[2.0 / -4.0]], rtol=1e-6)
+    np.testing.assert_allclose(dense_relevance(epsilon(1.0), a, W, b, R), [[2.0 / -4.0]],
+                               rtol=1e-6)
 
 
 def test_alpha_beta_bias_absorbs_its_share():
@@ -136,7 +139,7 @@ def test_alpha_beta_bias_absorbs_its_share():
     W = np.array([[1.0, -1.0]], dtype=np.float32)               # products +1, -2
     b = np.array([1.0], dtype=np.float32)                       # z+ = 2, z- = -2
     R = np.array([[4.0]], dtype=np.float32)
-    got = alpha_beta(beta=1.0).dense(a, W, b, R)
+    got = dense_relevance(alpha_beta(beta=1.0), a, W, b, R)
     np.testing.assert_allclose(got, [[2 * 1 * 4 / 2, -1 * (-2) * 4 / -2]], rtol=1e-6)
 
 
@@ -146,7 +149,7 @@ def test_dense_alpha_beta_conserves_without_bias(beta):
     a = f32(rng.standard_normal((4, 50)))
     W = f32(rng.standard_normal((9, 50)))
     R = f32(rng.standard_normal((4, 9)))
-    got = alpha_beta(beta=beta).dense(a, W, np.zeros(9, np.float32), R)
+    got = dense_relevance(alpha_beta(beta=beta), a, W, np.zeros(9, np.float32), R)
     # every unit has positive and negative products, so alpha - beta = 1 of R_j is distributed
     np.testing.assert_allclose(got.sum(axis=1, dtype=np.float64), R.sum(axis=1), rtol=1e-4)
 
@@ -156,7 +159,7 @@ def test_dense_epsilon_conserves_with_tiny_eps_and_no_bias():
     a = f32(np.abs(rng.standard_normal((4, 30))))
     W = f32(rng.standard_normal((6, 30)))
     R = f32(rng.standard_normal((4, 6)))
-    got = epsilon(1e-9).dense(a, W, None, R)
+    got = dense_relevance(epsilon(1e-9), a, W, None, R)
     np.testing.assert_allclose(got.sum(axis=1, dtype=np.float64), R.sum(axis=1), rtol=1e-4)
 
 
@@ -182,7 +185,7 @@ def test_conv_matches_float64_reference(shape, name, eps, beta, n):
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     R = f32(rng.standard_normal((n, o, oh, ow)))
     geometry = (k, k, pad, pad, stride, stride, 1, 1)
-    got = make_rule(name, eps, beta).conv(x, W, b, R, geometry, group)
+    got = conv_relevance(make_rule(name, eps, beta), x, W, b, R, geometry, group)
     want = ref_conv(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
                     R.astype(np.float64), pad, stride, group, name, eps, beta)
     assert got.dtype == np.float32 and got.shape == x.shape
@@ -194,7 +197,7 @@ def test_conv_matches_float64_reference(shape, name, eps, beta, n):
 def test_conv_batch_in_chunks_matches_float64_reference(monkeypatch, name, eps, beta, nonnegative):
     """Images go through in chunks of the column budget (here 2 + 2 + 1 of 5), one GEMM per
     chunk; every image's relevance is still its own, with z taken from the forward."""
-    import caffelrp.rules as rules_module
+    import caffelrp.layers.conv as conv_module
     c, h, w, o, k, pad, stride, group = 4, 9, 9, 6, 3, 1, 1, 2
     rng = np.random.default_rng(12)
     x = rng.standard_normal((5, c, h, w))
@@ -203,11 +206,11 @@ def test_conv_batch_in_chunks_matches_float64_reference(monkeypatch, name, eps, 
     b = f32(rng.standard_normal(o) * 0.5)
     R = f32(rng.standard_normal((5, o, h, w)))
     per_image = c * k * k * h * w * 4
-    monkeypatch.setattr(rules_module, "COLUMN_BUDGET", 2 * per_image + 1)
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET", 2 * per_image + 1)
     z = f32(conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
                          pad, stride, group))
     geometry = (k, k, pad, pad, stride, stride, 1, 1)
-    got = make_rule(name, eps, beta).conv(x, W, b, R, geometry, group, z=z)
+    got = conv_relevance(make_rule(name, eps, beta), x, W, b, R, geometry, group, z=z)
     want = ref_conv(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
                     R.astype(np.float64), pad, stride, group, name, eps, beta)
     for i in range(5):
@@ -225,9 +228,9 @@ def test_conv_results_do_not_share_scratch_memory(monkeypatch):
         x1 = f32(rng.standard_normal((2, 3, 8, 8)))
         x2 = f32(np.abs(rng.standard_normal((1, 3, 8, 8))))
         R1, R2 = f32(rng.standard_normal((2, 5, 8, 8))), f32(rng.standard_normal((1, 5, 8, 8)))
-        first = rule.conv(x1, W, None, R1, geometry)
+        first = conv_relevance(rule, x1, W, None, R1, geometry)
         kept = first.copy()
-        rule.conv(x2, W, None, R2, geometry)
+        conv_relevance(rule, x2, W, None, R2, geometry)
         np.testing.assert_array_equal(first, kept)
     assert scratch.held_bytes() > 0
     scratch.release()
@@ -244,7 +247,7 @@ def test_conv_epsilon_conserves_with_tiny_eps_and_no_bias(shape):
     z = conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), pad,
                      stride, group)
     R = f32(z)      # relevance = the output itself (well-conditioned, z_j != 0)
-    got = epsilon(1e-9).conv(x, W, b, R, (k, k, pad, pad, stride, stride, 1, 1), group)
+    got = conv_relevance(epsilon(1e-9), x, W, b, R, (k, k, pad, pad, stride, stride, 1, 1), group)
     # padding contributes nothing (x = 0 there), so the input receives all of sum R
     np.testing.assert_allclose(got.sum(dtype=np.float64), R.sum(dtype=np.float64), rtol=1e-4)
 
@@ -258,8 +261,8 @@ def test_conv_alpha_beta_conserves_without_bias(shape, beta):
     W = f32(rng.standard_normal((o, c // group, k, k)))
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     R = f32(np.abs(rng.standard_normal((1, o, oh, ow))))
-    got = alpha_beta(beta=beta).conv(x, W, None, R, (k, k, pad, pad, stride, stride, 1, 1),
-                                     group)
+    got = conv_relevance(alpha_beta(beta=beta), x, W, None, R,
+                         (k, k, pad, pad, stride, stride, 1, 1), group)
     # x > 0, so z+ / z- are the convolutions with W+ / W-; every window needs both signs
     x64 = x.astype(np.float64)
     zp = conv_forward(x64, np.maximum(W, 0).astype(np.float64), np.zeros(o), pad, stride, group)
@@ -400,22 +403,22 @@ def test_dense_flat_and_w_square_match_float64_reference():
     a = f32(rng.standard_normal((3, 20)))
     W, b, R = f32(rng.standard_normal((7, 20))), f32(rng.standard_normal(7)), f32(
         rng.standard_normal((3, 7)))
-    got = flat().dense(a, W, b, R)
+    got = dense_relevance(flat(), a, W, b, R)
     assert got.dtype == np.float32 and got.shape == a.shape
     assert close(got, ref_flat_dense(a.astype(np.float64), R.astype(np.float64)))
     np.testing.assert_allclose(got.sum(axis=1), R.sum(axis=1), rtol=1e-5)   # FLATip conserves
-    got = w_square().dense(a, W, b, R)
+    got = dense_relevance(w_square(), a, W, b, R)
     assert close(got, ref_wsq_dense(W.astype(np.float64), R.astype(np.float64)))
     np.testing.assert_allclose(got.sum(axis=1), R.sum(axis=1), rtol=1e-5)
     # neither depends on the input or the bias
-    np.testing.assert_array_equal(w_square().dense(2 * a, W, None, R), got)
+    np.testing.assert_array_equal(dense_relevance(w_square(), 2 * a, W, None, R), got)
 
 
 def test_w_square_zero_row_gives_nothing():
     a = np.ones((1, 2), np.float32)
     W = np.array([[0.0, 0.0], [1.0, 3.0]], np.float32)
     R = np.array([[5.0, 10.0]], np.float32)
-    np.testing.assert_allclose(w_square().dense(a, W, None, R), [[1.0, 9.0]], rtol=1e-6)
+    np.testing.assert_allclose(dense_relevance(w_square(), a, W, None, R), [[1.0, 9.0]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("rule", ["flat", "w_square"])
@@ -428,7 +431,7 @@ def test_conv_flat_and_w_square_match_float64_reference(rule, pad, stride, group
     oh, ow = (7 + 2 * pad - 3) // stride + 1, (6 + 2 * pad - 3) // stride + 1
     R = f32(rng.standard_normal((2, 6, oh, ow)))
     obj = flat() if rule == "flat" else w_square()
-    got = obj.conv(x, W, b, R, (3, 3, pad, pad, stride, stride, 1, 1), group)
+    got = conv_relevance(obj, x, W, b, R, (3, 3, pad, pad, stride, stride, 1, 1), group)
     want = ref_conv_uniform(x, W.astype(np.float64), R.astype(np.float64), pad, stride, group,
                             rule)
     assert got.dtype == np.float32 and got.shape == x.shape
@@ -442,7 +445,7 @@ def test_backprojection_is_the_transposed_map():
     rng = np.random.default_rng(13)
     a, W, R = f32(rng.standard_normal((2, 5))), f32(rng.standard_normal((3, 5))), f32(
         rng.standard_normal((2, 3)))
-    np.testing.assert_allclose(backprojection().dense(a, W, None, R),
+    np.testing.assert_allclose(dense_relevance(backprojection(), a, W, None, R),
                                R.astype(np.float64) @ W.astype(np.float64), rtol=1e-5)
 
 
@@ -637,3 +640,40 @@ def test_deconvnet_and_guided_backprop_float64(tmp_path, formula):
         for j in range(pre.shape[3]):
             want[0, :, i:i + 3, j:j + 3] += np.tensordot(r[0, :, i, j], W, axes=1)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+# ------------------------------------------------------------------ weight modifiers
+def test_weight_modifiers_split_and_square_the_weights():
+    from caffelrp.rules import IDENTITY, NEGATIVE, POSITIVE, SQUARE, gamma_shifted
+    W = f32(np.random.default_rng(41).standard_normal((4, 6)))
+    np.testing.assert_array_equal(POSITIVE(W) + NEGATIVE(W), W)     # w = w+ + w-, exactly
+    assert (POSITIVE(W) >= 0).all() and (NEGATIVE(W) <= 0).all()
+    np.testing.assert_array_equal(SQUARE(W), W * W)
+    np.testing.assert_array_equal(IDENTITY(W), W)
+    np.testing.assert_allclose(gamma_shifted(0.5)(W), W + 0.5 * np.maximum(W, 0), rtol=1e-7)
+
+
+def test_epsilon_rule_with_a_users_weight_modifier_matches_float64_form():
+    """A rule of one's own: epsilon on clipped weights and bias, against the formula in float64."""
+    from caffelrp.rules import Modifier
+    rng = np.random.default_rng(42)
+    a, W = f32(rng.standard_normal((3, 7))), f32(rng.standard_normal((5, 7)) * 2)
+    b, R = f32(rng.standard_normal(5)), f32(rng.standard_normal((3, 5)))
+    clipped = Modifier("clipped", lambda w: np.clip(w, -1, 1))
+    got = dense_relevance(epsilon(0.1, weights=clipped), a, W, b, R,
+                          z=a @ W.T + b)      # the forward's z is ignored: it is the map's own
+    Wc, bc = np.clip(W.astype(np.float64), -1, 1), np.clip(b.astype(np.float64), -1, 1)
+    z = a.astype(np.float64) @ Wc.T + bc
+    want = a * ((R / (z + 0.1 * np.sign(z))) @ Wc)
+    assert got.dtype == np.float32 and close(got, want, rtol=1e-5)   # float32 GEMMs
+    assert repr(epsilon(0.1, weights=clipped)) == "epsilon(0.1, weights=clipped)"
+
+
+def test_gamma_is_epsilon_on_gamma_shifted_weights():
+    from caffelrp.rules import gamma, gamma_shifted
+    rng = np.random.default_rng(43)
+    a, W = f32(rng.standard_normal((2, 6))), f32(rng.standard_normal((4, 6)))
+    b, R = f32(rng.standard_normal(4)), f32(rng.standard_normal((2, 4)))
+    np.testing.assert_array_equal(
+        dense_relevance(gamma(0.25, eps=1e-3), a, W, b, R),
+        dense_relevance(epsilon(1e-3, weights=gamma_shifted(0.25)), a, W, b, R))

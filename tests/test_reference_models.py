@@ -15,31 +15,6 @@ MODELS = ["smallnet", "caffenet", "googlenet", "vgg16"]
 WITH_OUTPUTS = ["smallnet", "caffenet"]
 
 
-def load_generator(shared_reference):
-    """The seeded reference weights, made with the project's own code (tests/refdata.py): the
-    tests never execute the reference's own scripts."""
-    import refdata
-    return refdata
-
-
-@pytest.fixture(scope="session")
-def reference_weights(shared_reference, tmp_path_factory):
-    """model name -> path of its seed-1 caffemodel, written once per session on demand."""
-    generator = load_generator(shared_reference)
-    folder = tmp_path_factory.mktemp("reference_weights")
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            manifest = json.loads((shared_reference / "models" / model / "manifest.json")
-                                  .read_text())
-            path = folder / (model + ".caffemodel")
-            path.write_bytes(generator.net_param_bytes(manifest, 1))
-            cache[model] = path
-        return cache[model]
-    return get
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_layer_list_matches_caffe_manifest(shared_reference, model):
     manifest = json.loads((shared_reference / "models" / model / "manifest.json").read_text())

@@ -23,7 +23,6 @@ import itertools
 import numpy as np
 import pytest
 
-from caffelrp.attribution import lrp
 from caffelrp.kernels.lrn import lrn_across_forward
 from caffelrp.kernels.pooling import pooled_size
 from caffelrp.kernels.relevance import ave_pool_relevance, lrn_relevance
@@ -307,7 +306,7 @@ def test_lrn_relevance_rejects_bad_arguments():
                       np.empty_like(x), 1)
 
 
-# ------------------------------------------------------------------ the rules in lrp.py
+# ------------------------------------------------------- the layers' own relevance rules
 def test_lrp_ave_pool_rule_uses_the_layer_geometry(tmp_path):
     net = make_net(tmp_path, layer("pool", "Pooling", "data", "pool",
                                    "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }"),
@@ -317,7 +316,7 @@ def test_lrp_ave_pool_rule_uses_the_layer_geometry(tmp_path):
     y = net.forward(x)
     y = y if isinstance(y, np.ndarray) else next(iter(y.values()))
     r = f32(rng.standard_normal(y.shape))
-    got = lrp._ave_pool(net._layers[0], x, r)
+    got = net.graph().steps[0].layer.average_relevance(x, r)
     ref = ref_ave_pool(x, r, 3, 3, 1, 1, 2, 2)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     assert np.max(np.abs(got - ref)) <= RTOL * max_abs(ref, x)
@@ -330,9 +329,9 @@ def test_lrp_lrn_rule_uses_the_forward_scale(tmp_path):
     rng = np.random.default_rng(22)
     x = f32(rng.standard_normal((2, 7, 5, 6)))
     net.forward(x)
-    lay = net._layers[0]
+    lay = net.graph().steps[0].layer
     r = f32(rng.standard_normal(x.shape))
-    got = lrp._lrn(lay, x, r)
+    got = lay.type1_relevance(x, r)
     own, cross = ref_lrn(x, lay.scale, r, 5, 0.5, 0.75, 2.0)
     assert got.dtype == np.float32
     assert np.max(np.abs(got - (own - cross))) <= RTOL * max_abs(own, cross)

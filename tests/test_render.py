@@ -69,3 +69,14 @@ def test_png_bytes_decode_to_the_same_pixels(depth):
     assert img.size == (9, 7) and img.mode == "RGB"
     expected = rgb if depth == 8 else rgb >> 8      # Pillow reads 16-bit RGB as its high bytes
     np.testing.assert_array_equal(np.asarray(img), expected)
+
+
+def test_bwr_is_the_default_map_and_seismic_its_alias():
+    values = np.array([[0.0, 2.0, -2.0, 1.0]])
+    np.testing.assert_array_equal(render.colorize(values, 2.0),
+                                  render.colorize(values, 2.0, "bwr"))
+    np.testing.assert_array_equal(render.colorize(values, 2.0, "seismic"),
+                                  render.colorize(values, 2.0, "bwr"))
+    # matplotlib's bwr: white at 0, (1, 0, 0) at +1, (0, 0, 1) at -1, linear in between
+    np.testing.assert_allclose(render.colorize(values, 2.0, "bwr")[0],
+                               [[1, 1, 1], [1, 0, 0], [0, 0, 1], [1, 0.5, 0.5]], atol=1e-12)

@@ -127,3 +127,38 @@ def test_reference_mean_file(shared_reference):
     # the generator's formula at (c, h, w) = (2, 0, 0): 112 + 8 + 7 sin(2pi/97) cos(4pi/131)
     expected = 120 + 7 * np.sin(2 * np.pi / 97) * np.cos(2 * np.pi * 2 / 131)
     assert abs(mean[2, 0, 0] - expected) < 1e-4
+
+
+def test_the_readers_field_numbers_come_from_the_schema_and_are_caffes():
+    # caffemodel.py takes its numbers from the generated descriptors (one source of truth);
+    # they must be Caffe's own (caffe-format.md Appendix B), and the fields must have the wire
+    # encodings the reader decodes
+    from caffelrp.io import caffemodel as cm
+    from caffelrp.proto import caffe_pb2
+    assert (cm.NET_NAME, cm.NET_LAYER, cm.NET_LAYERS) == (1, 100, 2)
+    assert (cm.LAYER_NAME, cm.LAYER_TYPE, cm.LAYER_BLOBS) == (1, 2, 7)
+    assert (cm.V1_V0LAYER, cm.V1_NAME, cm.V1_TYPE, cm.V1_BLOBS) == (1, 4, 5, 6)
+    assert (cm.V0_NAME, cm.V0_TYPE, cm.V0_BLOBS) == (1, 2, 50)
+    assert (cm.BLOB_NUM, cm.BLOB_CHANNELS, cm.BLOB_HEIGHT, cm.BLOB_WIDTH) == (1, 2, 3, 4)
+    assert (cm.BLOB_DATA, cm.BLOB_SHAPE, cm.BLOB_DOUBLE_DATA, cm.SHAPE_DIM) == (5, 7, 8, 1)
+    blob = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name
+    fd = blob["data"]
+    assert fd.type == fd.TYPE_FLOAT and blob["double_data"].type == fd.TYPE_DOUBLE
+    assert blob["data"].GetOptions().packed and blob["double_data"].GetOptions().packed
+    assert caffe_pb2.BlobShape.DESCRIPTOR.fields_by_name["dim"].type == fd.TYPE_INT64
+    assert all(blob[f].type == fd.TYPE_INT32 for f in ("num", "channels", "height", "width"))
+    assert caffe_pb2.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type is not None
+    assert caffe_pb2.V0LayerParameter.DESCRIPTOR.fields_by_name["type"].type == fd.TYPE_STRING
+
+
+def test_the_writer_and_protobuf_agree_on_the_numbers():
+    # a file written by caffemodel_bytes parses with the generated bindings field by field
+    from caffelrp.proto import caffe_pb2
+    layers = random_layers()
+    for fmt, field in (("v2", "layer"), ("v1", "layers")):
+        net = caffe_pb2.NetParameter.FromString(caffemodel_bytes(layers, fmt=fmt, name="n"))
+        assert net.name == "n"
+        parsed = getattr(net, field)
+        assert [lp.name for lp in parsed] == ["conv", "fc"]
+        np.testing.assert_array_equal(np.asarray(parsed[1].blobs[0].data, np.float32),
+                                      layers[1][2][0].ravel())

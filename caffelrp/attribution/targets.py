@@ -32,11 +32,12 @@ def _is_class(t):
 
 def ranking_blob(net, fallback):
     """Blob id whose values rank the classes: see the module docstring."""
-    softmax = [i for i, layer in enumerate(net._layers) if layer.type == "Softmax"]
+    graph = net.graph()
+    softmax = [step for step in graph.steps if step.layer.type == "Softmax"]
     if not softmax:
         return fallback
-    final = [i for i in softmax if net._blob_names[net._top_ids[i][0]] in net.outputs]
-    return net._top_ids[(final or softmax)[-1]][0]
+    final = [s for s in softmax if graph.name(s.tops[0]) in net.outputs]
+    return (final or softmax)[-1].tops[0]
 
 
 def check(target, n):

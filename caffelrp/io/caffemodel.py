@@ -11,6 +11,7 @@ The reader walks the protobuf wire format itself instead of handing the file to 
 
 Only what weight loading needs is kept: each layer's name, type and blobs, in file order.
 """
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -18,18 +19,28 @@ import numpy as np
 
 from ..errors import ArgumentError, WeightsError
 from ..files import write_atomically  # noqa: F401  (re-exported: the one atomic writer)
+from ..proto import caffe_pb2
 
 # Wire types (protobuf encoding).
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
-# Field numbers (caffe-format.md §1.3, §1.6, §1.7).
-NET_LAYER, NET_LAYERS = 100, 2
-LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
-V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = 1, 4, 5, 6
-V0_NAME, V0_TYPE, V0_BLOBS = 1, 2, 50
-BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
-BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
-SHAPE_DIM = 1
+
+def _numbers(message, *fields):
+    """The field numbers of ``message`` in the project's caffe.proto (through the generated
+    descriptors: the schema is the one source of truth, caffe-format.md §1.3, §1.6, §1.7)."""
+    by_name = getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name
+    return tuple(by_name[f].number for f in fields)
+
+
+NET_NAME, NET_LAYER, NET_LAYERS = _numbers("NetParameter", "name", "layer", "layers")
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = _numbers("LayerParameter", "name", "type", "blobs")
+V1_V0LAYER, V1_NAME, V1_TYPE, V1_BLOBS = _numbers("V1LayerParameter", "layer", "name", "type",
+                                                  "blobs")
+V0_NAME, V0_TYPE, V0_BLOBS = _numbers("V0LayerParameter", "name", "type", "blobs")
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = _numbers("BlobProto", "num", "channels",
+                                                            "height", "width")
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = _numbers("BlobProto", "data", "shape", "double_data")
+(SHAPE_DIM,) = _numbers("BlobShape", "dim")
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -43,7 +54,7 @@ class StoredBlob:
 
     @property
     def count(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(int(d) for d in self.shape)   # Python ints: declared dims can be 2^62
 
     def describe_shape(self):
         """Caffe's way of printing a shape, e.g. ``1 1 4096 9216 (37748736)``."""
@@ -107,6 +118,8 @@ class _WireReader:
             byte = b[0]
             result |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                if result >> 64:   # protobuf's varints hold 64 bits; 10 bytes can say 70
+                    self.fail("malformed varint (a value of more than 64 bits)")
                 return result
             shift += 7
             if shift > 63:
@@ -356,7 +369,7 @@ def caffemodel_bytes(layers, fmt="v2", name=""):
     if fmt not in ("v2", "v1"):
         raise ArgumentError("fmt must be 'v2' or 'v1', got %r" % (fmt,))
 
-    body = _bytes_field(1, name.encode()) if name else b""
+    body = _bytes_field(NET_NAME, name.encode()) if name else b""
     for layer_name, layer_type, arrays in layers:
         if fmt == "v2":
             msg = _bytes_field(LAYER_NAME, layer_name.encode())
@@ -382,12 +395,24 @@ def read_mean_binaryproto(path):
     shape = blob.shape
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
-    if len(shape) != 3:
+    if len(shape) != 3 or blob.count == 0:
         raise WeightsError("%s: a mean file must hold one C x H x W image, found shape %s"
                            % (path, blob.describe_shape()))
+    bad = non_finite_count(blob.data)
+    if bad:
+        raise WeightsError("%s: the mean holds %d non-finite value(s) (NaN or infinity)"
+                           % (path, bad))
     return blob.data.reshape(shape)
 
 
+def non_finite_count(values, chunk=1 << 20):
+    """How many NaN / infinite values an array holds (in chunks: no temporary the size of a
+    553 MB weights file)."""
+    flat = np.asarray(values).reshape(-1)
+    parts = (flat[i:i + chunk] for i in range(0, flat.size, chunk))
+    return sum(int(part.size - np.count_nonzero(np.isfinite(part))) for part in parts)
+
+
 __all__ = ["StoredBlob", "StoredLayer", "read_caffemodel", "read_blobproto",
-           "read_mean_binaryproto", "write_caffemodel", "caffemodel_bytes", "blobproto_bytes",
-           "write_atomically"]
+           "read_mean_binaryproto", "non_finite_count", "write_caffemodel", "caffemodel_bytes",
+           "blobproto_bytes", "write_atomically"]

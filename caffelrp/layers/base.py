@@ -1,16 +1,22 @@
-"""What every layer has: its name, type, parameters, weight blobs, shape inference, forward and
-backward.
+"""What every layer has: its name, type, parameters, weight blobs, shape inference, forward,
+backward and relevance.
 
 A layer type is one class in one module of this package (as in Caffe's src/caffe/layers/). The
 network builder creates a layer from its ``LayerParameter`` message, calls ``setup`` with the
 bottom shapes (which fixes the weight shapes and gives the top shapes) and then ``forward``;
-``backward`` (the gradient, Caffe's ``Backward_cpu``) runs after the forward of the same inputs.
+``backward`` (the gradient, Caffe's ``Backward_cpu``) runs after the forward of the same inputs,
+and so does ``relevance`` (LRP), with the rule the composite's table gives the layer type
+(``caffelrp.composites``): adding a layer type is one class, in one file.
 """
 import numpy as np
 
 from ..errors import PrototxtError, ShapeError, UnsupportedLayerError
 
 _REGISTRY = {}
+
+# The relevance behaviour of the gradient-type formulas (11, 99 and the routing layers of every
+# formula): the layer's own ``backward`` carries the relevance, no second copy of it.
+GRADIENT = "gradient"
 
 
 def register(*type_names):
@@ -38,6 +44,11 @@ class Layer:
     tops_range = (1, 1)
     in_place_allowed = True
     is_input = False             # Input-like layers are filled by the network, not run
+    # The entry of a composite's table (caffelrp.composites) whose rule this layer type's
+    # ``relevance`` receives: "Convolution", "ReLU", ...; None: it takes none (e.g. routing).
+    rule_key = None
+    # names of the BatchNorm / Scale / Bias layers folded into this one (caffelrp.folding)
+    folded_from = ()
 
     def __init__(self, param, index):
         self.param = param           # the caffe_pb2.LayerParameter
@@ -128,6 +139,34 @@ class Layer:
         Runs after the forward pass of the same bottoms: some layers use what their forward kept
         (Pooling MAX its argmax, LRN its scale). Never modifies its arguments."""
         raise UnsupportedLayerError("%s has no backward pass" % self.describe())
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        """LRP: the relevance of every bottom (a list, float32 arrays shaped like the bottoms, None
+        for a bottom that receives none) given the forward's ``bottoms`` and ``tops``, the
+        relevance of every top, and ``rule``: what the composite's table says for ``rule_key``
+        (a ``caffelrp.rules.Rule`` for a linear map, a behaviour name such as "identity", or
+        ``GRADIENT``; None when ``rule_key`` is None). Runs after the forward of the same
+        bottoms, like ``backward``; never modifies its arguments."""
+        raise UnsupportedLayerError("layer %d '%s' of type %s has no relevance rule (the original "
+                                    "has none either, spec 2.1)" % (self.index, self.name,
+                                                                    self.type))
+
+    def lrp_cache(self):
+        """A dict for what the rules derive from this layer's weights (W+, W-, ...), made again
+        when the weight arrays are replaced (``Net.load_weights``) or written (``net.params``)."""
+        sources = self.blobs
+        cache = self.__dict__.get("_lrp_cache")
+        if cache is None or len(cache["sources"]) != len(sources) or any(
+                a is not b for a, b in zip(cache["sources"], sources)):
+            cache = {"sources": tuple(sources)}
+            self._lrp_cache = cache
+        return cache
+
+    def relevance_text(self, rule):
+        """What ``relevance`` applies under ``rule``, for the conservation ledger."""
+        if rule is None or rule == GRADIENT:
+            return GRADIENT
+        return rule if isinstance(rule, str) else repr(rule)
 
     def flops(self):
         """Multiply-accumulate operations x 2 of one forward pass (for the benchmarks)."""

@@ -5,12 +5,18 @@ GEMM covers several images; the images are taken in chunks that bound the column
 
 The gradients are the adjoint maps on the same kernels: a Convolution's is W^T dy (one GEMM per
 group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W dcol.
+
+Relevance (a Convolution's): the rule the composite gives (``caffelrp.rules``) works on the
+column matrices of the same chunks -- im2col of the input (and of the images the rule asks for,
+e.g. z^B's bounds), the rule per group, col2im of the result (entries in the zero padding are
+dropped, as in the original). The rules never see the layout.
 """
 import numpy as np
 
-from .. import caffe_blas, scratch
+from .. import caffe_blas, scratch, winograd
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
+from ..rules import LinearMap
 from ..threads import get_num_threads, threads_for
 from .base import Layer, register
 
@@ -84,12 +90,82 @@ class ConvGeometry:
         return (self.kh == self.kw == 1 and self.sh == self.sw == 1 and self.ph == self.pw == 0)
 
 
-def channels_as_rows(x):
-    """(N, C, H, W) -> (C, N*H*W), the column layout of a 1x1 convolution."""
-    n, c = x.shape[:2]
-    if n == 1:
-        return x.reshape(c, -1)
-    return np.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(c, -1)
+def channels_as_rows(a):
+    """(m, C, ...) -> (C, m*...): the column order of a multi-image im2col matrix (image n's
+    columns n*P .. (n+1)*P - 1), e.g. of a 1x1 convolution's input or a chunk's output."""
+    m, c = a.shape[:2]
+    if m == 1:
+        return a.reshape(c, -1)
+    return np.ascontiguousarray(a.reshape(m, c, -1).transpose(1, 0, 2)).reshape(c, -1)
+
+
+def images_per_chunk(column_rows, spatial):
+    """How many images one im2col matrix of ``column_rows`` x ``spatial`` columns per image may
+    hold within ``COLUMN_BUDGET`` (at least one)."""
+    return max(1, COLUMN_BUDGET // max(column_rows * spatial * 4, 1))
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
+    """Relevance of a convolution's input x (N, C, H, W) under ``rule``, for weights W
+    (O, C/group, kh, kw), bias b (O,) or None, upper relevance R (N, O, OH, OW), ``geometry`` =
+    (kh, kw, ph, pw, sh, sw, dh, dw) and z (N, O, OH, OW), the forward output, or None (the rule
+    forms it); ``cache``: the layer's dict for weight parts.
+
+    Images go through in chunks whose column matrix stays within the column budget, so that one
+    GEMM covers several images where the layer is small (VGG-16's conv5: 196 columns per image);
+    the temporaries live in scratch buffers, consumed by col2im before the next chunk."""
+    x = _f32(x)
+    R = _f32(R)
+    n, c, h, w = x.shape
+    o, oh, ow = R.shape[1], R.shape[2], R.shape[3]
+    kh, kw = geometry[0], geometry[1]
+    cg, og = c // group, o // group
+    k = cg * kh * kw
+    weights = _f32(W).reshape(o, k)
+    maps = [LinearMap(weights[g * og:(g + 1) * og],
+                      None if b is None else b[g * og:(g + 1) * og], cache=cache,
+                      key=("group", g), use_scratch=True) for g in range(group)]
+    images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
+                          for v in rule.aux_images(x))
+    out = np.empty_like(x)
+    threads = get_num_threads()
+    nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
+    # 1x1, stride 1, no pad: the images are their own column matrix (no im2col, no col2im)
+    pointwise = kh == kw == 1 and geometry[4] == geometry[5] == 1 and \
+        geometry[2] == geometry[3] == 0
+    chunk = images_per_chunk(c * kh * kw, oh * ow)
+    for n0 in range(0, n, chunk):
+        m = min(chunk, n - n0)
+        cols = []
+        for j, image in enumerate(images):
+            if pointwise:
+                cols.append(channels_as_rows(_f32(image[n0:n0 + m])))
+                continue
+            col = scratch.take(scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j),
+                               (c * kh * kw, m * oh * ow))
+            im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
+            cols.append(col)
+        r_c = channels_as_rows(R[n0:n0 + m])
+        z_c = None if z is None else channels_as_rows(_f32(z[n0:n0 + m]))
+        if group == 1:
+            rel = rule.conv_columns(cols[0], maps[0], r_c, z_c, tuple(cols[1:]), kh * kw,
+                                    nonnegative)
+        else:
+            rel = scratch.take("lrp-groups", cols[0].shape)
+            for g, lin in enumerate(maps):
+                rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
+                rel[rows] = rule.conv_columns(
+                    cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
+                    tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
+        if pointwise:
+            out[n0:n0 + m] = rel.reshape(c, m, h, w).transpose(1, 0, 2, 3)
+        else:
+            col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
+    return out
 
 
 class _ConvBase(Layer):
@@ -151,7 +227,9 @@ class Convolution(_ConvBase):
     def forward(self, bottoms):
         if caffe_blas.active():
             return [caffe_blas.convolution_forward(self, x) for x in bottoms]
-        return [self._convolve(x) for x in bottoms]
+        # 3x3 stride 1: 4x fewer multiplications by Winograd (caffelrp/winograd.py)
+        return [winograd.forward(self, x) if winograd.applies(self, x.shape) else
+                self._convolve(x) for x in bottoms]
 
     def columns(self, x):
         """The im2col matrix of x, (C*kh*kw, N*OH*OW), in a scratch buffer (valid until the next
@@ -170,8 +248,7 @@ class Convolution(_ConvBase):
         og, k = o // groups, self.blobs[0][0].size
         weights = self.blobs[0].reshape(o, k)
         y = np.empty((n, o, oh * ow), dtype=np.float32)
-        per_image = k * groups * oh * ow * 4
-        chunk = max(1, COLUMN_BUDGET // max(per_image, 1))
+        chunk = images_per_chunk(k * groups, oh * ow)
         threads = get_num_threads()
         pointwise = self.geometry.is_pointwise
         for n0 in range(0, n, chunk):
@@ -206,6 +283,8 @@ class Convolution(_ConvBase):
 
     def _backward_data(self, dy, shape):
         """dx = col2im(W^T dy), the transposed convolution of dy."""
+        if winograd.applies(self, shape):
+            return winograd.backward_data(self, dy, shape)
         g = self.geometry
         n, c, h, w = shape
         oh, ow = g.conv_out(h, w)
@@ -223,13 +302,11 @@ class Convolution(_ConvBase):
                     matmul(weights[gi * og:(gi + 1) * og].T, dy[i, gi * og:(gi + 1) * og],
                            dx[i, gi * cg:(gi + 1) * cg].reshape(cg, h * w), threads)
             return dx
-        chunk = max(1, COLUMN_BUDGET // max(k * groups * oh * ow * 4, 1))
+        chunk = images_per_chunk(k * groups, oh * ow)
         for n0 in range(0, n, chunk):
             d = dy[n0:n0 + chunk]
             m = d.shape[0]
-            # dy in the column layout of the forward's im2col matrix: (O, m*OH*OW)
-            rows = d.reshape(o, oh * ow) if m == 1 else np.ascontiguousarray(
-                d.transpose(1, 0, 2)).reshape(o, m * oh * ow)
+            rows = channels_as_rows(d)   # dy in the column layout of the forward's im2col matrix
             col = scratch.take(scratch.COLUMNS, (k * groups, m * oh * ow))
             for gi in range(groups):
                 matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
@@ -240,6 +317,23 @@ class Convolution(_ConvBase):
                 col2im(col, m, c, h, w, *g.args(), oh, ow, dx[n0:n0 + m],
                        threads_for(m * c * h * w))
         return dx
+
+    rule_key = "Convolution"
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        """Each bottom's relevance under the linear rule (``conv_relevance``); the gradient
+        rule (backprojection: 11, 99, 26, 166) is the backward. A folded layer (``Net.folded``)
+        forms z from its folded weights, so the rule's z+ and z - z+ come from the same float32
+        weights."""
+        if rule.is_gradient:
+            return self.backward(bottoms, tops, r_tops)
+        W, b = self.blobs[0], self.blobs[1] if self.bias_term else None
+        return [conv_relevance(rule, x, W, b, r, self.geometry.args(), self.group,
+                               None if self.folded_from else y, self.lrp_cache())
+                for x, y, r in zip(bottoms, tops, r_tops)]
+
+    def relevance_text(self, rule):
+        return repr(rule) + (" (+%d folded)" % len(self.folded_from) if self.folded_from else "")
 
     def flops(self):
         n, o, oh, ow = self.top_shapes[0]

@@ -2,12 +2,16 @@
 
 ``derivative(x, y, dy)`` is dy * f'(x) as Caffe's Backward_cpu computes it (from the bottom x and
 where Caffe does, from the top y).
+
+Relevance: ReLU as the composite says ("identity" for the LRP formulas, "deconv" for 26, "guided"
+for 166, its gradient for 11 / 99); Dropout passes it unchanged; the other types have no rule.
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from ..kernels.neuron import relu_backward, relu_forward
 from ..threads import threads_for
-from .base import Layer, register
+from .base import GRADIENT, Layer, register
 
 
 class Neuron(Layer):
@@ -29,6 +33,8 @@ class Neuron(Layer):
 
 @register("ReLU")
 class ReLU(Neuron):
+    rule_key = "ReLU"
+
     def __init__(self, param, index):
         super().__init__(param, index)
         self.negative_slope = param.relu_param.negative_slope
@@ -47,6 +53,21 @@ class ReLU(Neuron):
                       threads_for(x.size))
         return out
 
+    def relevance(self, rule, bottoms, tops, r_tops):
+        """"identity": R passes unchanged (LRP's view of the ReLU); "deconv": max(R, 0) (the
+        deconvnet, Zeiler & Fergus 2014); "guided": max(R, 0) where the input > 0 (guided
+        backprop, Springenberg et al. 2015); ``GRADIENT``: the backward."""
+        r = r_tops[0]
+        if rule == GRADIENT:
+            return self.backward(bottoms, tops, r_tops)
+        if rule == "identity":
+            return [r]
+        if rule == "deconv":
+            return [np.maximum(r, np.float32(0))]
+        if rule == "guided":
+            return [np.where(bottoms[0] > 0, np.maximum(r, 0), np.float32(0)).astype(np.float32)]
+        raise ArgumentError("unknown ReLU behaviour %r" % (rule,))
+
 
 @register("Dropout")
 class Dropout(Neuron):
@@ -57,6 +78,12 @@ class Dropout(Neuron):
 
     def derivative(self, x, y, dy):
         return dy
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        return [r_tops[0]]
+
+    def relevance_text(self, rule):
+        return "identity"
 
 
 @register("Sigmoid")

@@ -1,11 +1,46 @@
-"""BatchNorm, Scale and Bias (caffe-format.md §3.9)."""
+"""BatchNorm, Scale and Bias (caffe-format.md §3.9): per-element affine maps y = a x + c.
+
+Relevance: right after a Convolution or InnerProduct they are folded into it before any rule runs
+(``Net.folded``); standing alone they take the composite's "Convolution" rule as a per-element
+affine map (``Rule.diagonal``), and under the gradient-type formulas they are their gradient.
+"""
 import numpy as np
 
-from .base import Layer, canonical_axis, register
+from ..errors import UnsupportedLayerError
+from .base import GRADIENT, Layer, canonical_axis, register
+
+
+class _Affine(Layer):
+    """What BatchNorm, Scale and Bias share: y = a x + c per element, a and c from the layer's
+    own parameters (``affine``) or, per channel of axis 1, ``channel_affine``."""
+    # standing alone: the linear layers' rule, applied to the per-element map
+    rule_key = "Convolution"
+
+    def affine(self, x):
+        """(a, c) broadcastable against x, for the layer's own parameters."""
+        raise NotImplementedError
+
+    def channel_affine(self, channels):
+        """(a, c), float32 (channels,), when the layer maps channel k of axis 1 as
+        y = a_k x + c_k with its own parameters (what folding needs); else None."""
+        raise NotImplementedError
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        if rule.is_gradient:
+            return self.backward(bottoms, tops, r_tops)
+        if len(bottoms) != 1:
+            raise UnsupportedLayerError("layer %d '%s' (%s) takes its factors from a second "
+                                        "bottom blob; caffelrp has no relevance rule for that"
+                                        % (self.index, self.name, self.type))
+        a, c = self.affine(bottoms[0])
+        return [rule.diagonal(bottoms[0], a, c, r_tops[0], tops[0])]
+
+    def relevance_text(self, rule):
+        return GRADIENT if rule.is_gradient else repr(rule) + " (per channel)"
 
 
 @register("BatchNorm")
-class BatchNorm(Layer):
+class BatchNorm(_Affine):
     """Global-statistics batch normalisation: y = (x - mean) / sqrt(var + eps), no affine part.
 
     Blob 2 is the moving-average normaliser; mean and variance are the first two blobs divided by
@@ -50,8 +85,19 @@ class BatchNorm(Layer):
         shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
         return [top_diffs[0] * self.mean_and_inv_std()[1].reshape(shape)]
 
+    def affine(self, x):
+        mean, inv_std = self.mean_and_inv_std()
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return inv_std.reshape(shape), (-mean * inv_std).astype(np.float32).reshape(shape)
 
-class _Broadcast(Layer):
+    def channel_affine(self, channels):
+        mean, inv_std = self.mean_and_inv_std()
+        if mean.size != channels:
+            return None
+        return inv_std, (-mean * inv_std).astype(np.float32)
+
+
+class _Broadcast(_Affine):
     """Shared broadcasting rule of Scale and Bias: the operand covers axes [axis, axis + rank)."""
     bottoms_range = (1, 2)
 
@@ -131,6 +177,19 @@ class Scale(_Broadcast):
             y += bias
         return [y]
 
+    def affine(self, x):
+        return self.factors([x])
+
+    def channel_affine(self, channels):
+        if len(self.param.bottom) != 1 or getattr(self, "axis", None) != 1:
+            return None
+        scale = self.blobs[0].reshape(-1)
+        bias = self.blobs[1].reshape(-1) if self.bias_term else np.zeros(1, np.float32)
+        if scale.size not in (1, channels) or bias.size not in (1, channels):
+            return None
+        one = np.ones(channels, np.float32)
+        return (scale * one).astype(np.float32), (bias * one).astype(np.float32)
+
     def backward(self, bottoms, tops, top_diffs):
         dy = top_diffs[0]
         scale, _ = self.factors(bottoms)
@@ -167,6 +226,18 @@ class Bias(_Broadcast):
     def forward(self, bottoms):
         bias = bottoms[1] if len(bottoms) == 2 else self.blobs[0]
         return [bottoms[0] + self.broadcast(bottoms[0].shape, bias, self.axis)]
+
+    def affine(self, x):
+        return np.float32(1), self.broadcast(x.shape, self.blobs[0], self.axis)
+
+    def channel_affine(self, channels):
+        if len(self.param.bottom) != 1 or getattr(self, "axis", None) != 1:
+            return None
+        bias = self.blobs[0].reshape(-1)
+        if bias.size not in (1, channels):
+            return None
+        return np.ones(channels, np.float32), (bias * np.ones(channels, np.float32)).astype(
+            np.float32)
 
     def backward(self, bottoms, tops, top_diffs):
         dy = top_diffs[0]

@@ -2,14 +2,21 @@
 
 Backward as Caffe's: MAX sends each output's gradient to the argmax its forward recorded (the
 first maximum of the window); AVE is the exact adjoint (dy / pool_size to every real cell).
+
+Relevance (spec 2.3): MAX gives all of a window's relevance to the forward's argmax under every
+formula (its backward); AVE shares it in proportion to the activations, x_i R_j / S_j with S_j the
+window sum clipped to the image, and where |S_j| < 1e-6 the original adds x_i itself (reproduced);
+under the gradient-type formulas AVE is its backward (the adjoint 1/pool_size).
 """
 import numpy as np
 
+from ..errors import ArgumentError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
                                max_pool_forward, pooled_size)
+from ..kernels.relevance import ave_pool_relevance
 from ..proto import caffe_pb2
 from ..threads import threads_for
-from .base import Layer, register
+from .base import GRADIENT, Layer, register
 
 MAX = caffe_pb2.PoolingParameter.MAX
 AVE = caffe_pb2.PoolingParameter.AVE
@@ -19,6 +26,7 @@ AVE = caffe_pb2.PoolingParameter.AVE
 class Pooling(Layer):
     tops_range = (1, 2)  # MAX may have a second top holding the argmax
     in_place_allowed = False
+    rule_key = "Pooling"
 
     def __init__(self, param, index):
         super().__init__(param, index)
@@ -71,8 +79,9 @@ class Pooling(Layer):
     def window(self, h, w):
         """(kernel, pad, stride, output size) for an input of h x w."""
         kernel = (h, w) if self.global_pooling else self.kernel
-        oh = pooled_size(h, kernel[0], self.pad[0], self.stride[0])
-        ow = pooled_size(w, kernel[1], self.pad[1], self.stride[1])
+        clip = any(self.pad)      # Caffe clips both axes when either has padding
+        oh = pooled_size(h, kernel[0], self.pad[0], self.stride[0], clip)
+        ow = pooled_size(w, kernel[1], self.pad[1], self.stride[1], clip)
         return kernel, (oh, ow)
 
     def reshape(self, bottom_shapes):
@@ -111,6 +120,27 @@ class Pooling(Layer):
             ave_pool_backward(dy, kh, kw, self.pad[0], self.pad[1], self.stride[0],
                               self.stride[1], dx, threads_for(dx.size))
         return [dx]
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        """MAX, or ``GRADIENT``: the backward; AVE under "relevance": the original's rule."""
+        if self.method == MAX or rule == GRADIENT:
+            return self.backward(bottoms, tops, r_tops)
+        if rule != "relevance":
+            raise ArgumentError("unknown Pooling behaviour %r" % (rule,))
+        return [self.average_relevance(bottoms[0], r_tops[0])]
+
+    def average_relevance(self, x, r):
+        """AVE pooling's relevance rule: x_i / S_j of R_j where |S_j| >= 1e-6, else x_i added."""
+        (kh, kw), (oh, ow) = self.window(*x.shape[2:])
+        r = np.ascontiguousarray(r, dtype=np.float32)
+        if r.shape != x.shape[:2] + (oh, ow):
+            raise ArgumentError("Pooling layer '%s': relevance of shape %s for an output of shape %s"
+                             % (self.name, r.shape, x.shape[:2] + (oh, ow)))
+        out = np.empty(x.shape, dtype=np.float32)
+        ave_pool_relevance(np.ascontiguousarray(x, dtype=np.float32), r, kh, kw, self.pad[0],
+                           self.pad[1], self.stride[0], self.stride[1], out,
+                           threads_for(out.size))
+        return out
 
     def flops(self):
         n, c, oh, ow = self.top_shapes[0]

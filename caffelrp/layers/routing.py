@@ -1,8 +1,24 @@
-"""Layers that move data without arithmetic, plus Softmax and Eltwise (caffe-format.md §3.7-3.10)."""
+"""Layers that move data without arithmetic, plus Softmax and Eltwise (caffe-format.md §3.7-3.10).
+
+Relevance: the routing layers (Split, Concat, Slice, Flatten, Reshape) move it where their
+gradient goes (their backward; a Split sums its tops), under every formula. Eltwise SUM is a linear
+map with the coeff weights and takes the composite's "Eltwise" rule (epsilon with the pass's eps
+in the LRP composites, so a residual join whose terms nearly cancel cannot create relevance; its
+gradient for 11, 99, 26, 166); Eltwise MAX gives all to the first maximal bottom.
+"""
 import numpy as np
 
+from ..errors import UnsupportedLayerError
 from ..proto import caffe_pb2
-from .base import Layer, canonical_axis, count, register
+from .base import GRADIENT, Layer, canonical_axis, count, register
+from .inner_product import dense_relevance
+
+
+class _Routing(Layer):
+    """A layer that only moves values: relevance goes where the gradient goes (conservative)."""
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        return self.backward(bottoms, tops, r_tops)
 
 
 @register("Input")
@@ -17,7 +33,7 @@ class Input(Layer):
 
 
 @register("Split")
-class Split(Layer):
+class Split(_Routing):
     tops_range = (1, None)
     in_place_allowed = False
 
@@ -35,7 +51,7 @@ class Split(Layer):
 
 
 @register("Flatten")
-class Flatten(Layer):
+class Flatten(_Routing):
     in_place_allowed = False
 
     def reshape(self, bottom_shapes):
@@ -53,7 +69,7 @@ class Flatten(Layer):
 
 
 @register("Reshape")
-class Reshape(Layer):
+class Reshape(_Routing):
     in_place_allowed = False
 
     def reshape(self, bottom_shapes):
@@ -106,7 +122,7 @@ class Reshape(Layer):
 
 
 @register("Concat")
-class Concat(Layer):
+class Concat(_Routing):
     bottoms_range = (1, None)
     in_place_allowed = False
 
@@ -140,7 +156,7 @@ class Concat(Layer):
 
 
 @register("Slice")
-class Slice(Layer):
+class Slice(_Routing):
     tops_range = (1, None)
     in_place_allowed = False
 
@@ -239,6 +255,7 @@ EltwiseOp = caffe_pb2.EltwiseParameter
 class Eltwise(Layer):
     bottoms_range = (2, None)
     in_place_allowed = False
+    rule_key = "Eltwise"
 
     def __init__(self, param, index):
         super().__init__(param, index)
@@ -304,3 +321,36 @@ class Eltwise(Layer):
             winner[better] = k
             best = np.where(better, x, best)
         return [np.where(winner == k, dy, np.float32(0)) for k in range(len(bottoms))]
+
+    def relevance(self, rule, bottoms, tops, r_tops):
+        if rule == GRADIENT:
+            return self.backward(bottoms, tops, r_tops)
+        if self.operation == EltwiseOp.SUM:
+            return self.join_relevance(rule, bottoms, tops[0], r_tops[0])
+        if self.operation == EltwiseOp.MAX:
+            return self.winner_relevance(bottoms, tops[0], r_tops[0])
+        raise UnsupportedLayerError("layer %d '%s': Eltwise PROD has no relevance rule"
+                                    % (self.index, self.name))
+
+    def join_relevance(self, rule, xs, y, r):
+        """SUM as the linear map y = sum_k c_k x_k, one map per element: the rule sees every
+        element as one "image" of an inner product with K = #bottoms inputs and weights coeff."""
+        stacked = np.stack([x.reshape(-1) for x in xs], axis=1)            # (P, K)
+        weights = np.asarray(self.coeff, np.float32).reshape(1, -1)        # (1, K)
+        out = dense_relevance(rule, stacked, weights, None, r.reshape(-1, 1), z=y.reshape(-1, 1))
+        return [np.ascontiguousarray(out[:, k]).reshape(xs[k].shape) for k in range(len(xs))]
+
+    def winner_relevance(self, xs, y, r):
+        """MAX: all relevance to the first maximal bottom (like max pooling)."""
+        taken = np.zeros(y.shape, dtype=bool)
+        out = []
+        for x in xs:
+            mine = (x == y) & ~taken
+            taken |= mine
+            out.append(np.where(mine, r, np.float32(0)).astype(np.float32))
+        return out
+
+    def relevance_text(self, rule):
+        if rule == GRADIENT:
+            return GRADIENT
+        return repr(rule) + " (join)" if self.operation == EltwiseOp.SUM else "winner"

@@ -1,0 +1,144 @@
+"""Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, CVPR 2016; the kernel and
+its matrices: src/winograd.pyx).
+
+4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1, dilation 1 and
+one group (all of VGG-16's, CaffeNet's conv3, GoogLeNet's 3x3), any pad, from 2 input channels
+and 16 output tiles of 4x4 per image on (below, im2col + GEMM is faster: MIN_CHANNELS,
+MIN_TILES): the forward and the backward-data pass (the transposed convolution, which is the same
+algorithm with the flipped, transposed filter and pad 2 - pad).
+
+Float32 error: about 20x that of the GEMM (measured against float64: 1e-5 of the largest output
+of a layer, against 5e-7; tests/test_winograd.py, BENCHMARKS.md "Winograd"), well inside the
+forward's 1e-4 bound on the original's logits.
+
+On by default; ``set_winograd(False)`` or ``CAFFELRP_WINOGRAD=0`` (read at first use) switches it
+off. Always off in Caffe-exact mode (caffelrp/caffe_blas.py), which must make Caffe's GEMMs in
+Caffe's order.
+
+The transformed filters (36 x K x C floats, 4x the weights) are kept on the layer, made on first
+use, for the weights array they were made from (``net.params`` writes drop them, as they drop the
+LRP caches).
+"""
+import os
+
+import numpy as np
+
+from . import caffe_blas, scratch
+from .errors import CaffeLRPError
+from .kernels.winograd import conv3x3, filters
+from .threads import get_num_threads
+
+ENV = "CAFFELRP_WINOGRAD"
+# Tiles per chunk (rounded up to whole tile rows): each of a chunk's 36 products reads its
+# transformed filters (K x C) once, so a chunk needs enough tiles to pay for that read (at 128,
+# 64 multiply-adds per byte of filter); few enough that its transformed input and products stay
+# near the cache of the thread working on it (2.3 MB for 64 channels in and out). Measured on
+# VGG-16's layers at 1 thread, 64 to 512 tiles: within 10 % of each other on every layer, 4 %
+# on their sum.
+CHUNK_TILES = 128
+# With one input channel the 36 products are outer products, slower than im2col's one GEMM
+# (measured at 224x224, 32 outputs: 0.90 ms against 0.67); from 2 on Winograd is faster (3
+# channels, 64 outputs, VGG-16's conv1_1: 3.7 ms against 5.9).
+MIN_CHANNELS = 2
+# With few tiles each product is a thin matrix-vector-like product that reads all of its
+# transformed filters (4x the weights) for a handful of columns: measured at 1 thread, GoogLeNet's
+# 7x7 layers at batch 1 (4 tiles) run 0.78x im2col's speed, 14x14 (16 tiles) 1.7-2.4x, CaffeNet's
+# 13x13 conv3 1.3x. Counted per image, so that the method, like the rest of a forward pass, does
+# not depend on the batch size (the 7x7 layers would gain at batch 8: 2.0x).
+MIN_TILES = 16
+INPUT, PRODUCTS = "winograd-input", "winograd-products"
+CACHE = "_winograd_filters"   # the layer attribute holding the transformed filters
+
+_enabled = None   # resolved at first use
+
+
+class WinogradSettingError(CaffeLRPError, ValueError):
+    """CAFFELRP_WINOGRAD or set_winograd's argument is not a switch."""
+
+
+def set_winograd(on):
+    """Use Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (default True)."""
+    global _enabled
+    if not isinstance(on, (bool, np.bool_)) and on not in (0, 1):
+        raise WinogradSettingError("set_winograd takes True or False, got %r" % (on,))
+    _enabled = bool(on)
+
+
+def enabled():
+    """Is Winograd on (ignoring Caffe-exact mode)?"""
+    global _enabled
+    if _enabled is None:
+        value = os.environ.get(ENV, "").strip()
+        if value not in ("", "0", "1"):
+            raise WinogradSettingError("%s must be 0 or 1, got %r" % (ENV, value))
+        _enabled = value != "0"
+    return _enabled
+
+
+def shape_applies(geometry, group, input_shape):
+    """Does Winograd compute a convolution of this geometry (ConvGeometry) and group count on an
+    input of this shape (N, C, H, W)?"""
+    g = geometry
+    if not (g.kh == g.kw == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1 and group == 1):
+        return False
+    _, c, h, w = input_shape
+    oh, ow = g.conv_out(h, w)
+    return c >= MIN_CHANNELS and ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
+
+
+def applies(layer, input_shape):
+    """Does this Convolution layer run through Winograd now, on an input of this shape (its
+    backward-data pass likewise)?"""
+    return (enabled() and not caffe_blas.active() and
+            shape_applies(layer.geometry, layer.group, input_shape))
+
+
+def transformed_filters(layer, adjoint=False, part="all", weights=None):
+    """(36, K, C) transformed filters of the layer's weights, or (36, C, K) of the backward-data
+    pass with ``adjoint``; kept on the layer for its current weights array. ``part`` names a
+    derived weight array (e.g. an LRP rule's W+) given as ``weights``."""
+    source = layer.blobs[0]
+    cache = getattr(layer, CACHE, None)
+    if cache is None or cache["source"] is not source:
+        cache = {"source": source}
+        setattr(layer, CACHE, cache)
+    key = (part, bool(adjoint))
+    if key not in cache:
+        w = np.ascontiguousarray(source if weights is None else weights, dtype=np.float32)
+        k, c = w.shape[:2]
+        u = np.empty((36, c, k) if adjoint else (36, k, c), dtype=np.float32)
+        filters(w, u, adjoint, get_num_threads())
+        cache[key] = u
+    return cache[key]
+
+
+def _run(x, u, bias, ph, pw, out_shape):
+    """The kernel on x (N, C, H, W) with filters u (36, K, C) into a new (N, K, OH, OW) array."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c = x.shape[:2]
+    k, oh, ow = out_shape[1], out_shape[2], out_shape[3]
+    y = np.empty((n, k, oh, ow), dtype=np.float32)
+    tiles_per_row = (ow + 3) // 4
+    # from the shapes only: the chunks fix the sgemm calls, hence the bits, at any thread count
+    rows = max(1, min(n * ((oh + 3) // 4), -(-CHUNK_TILES // tiles_per_row)))
+    threads = get_num_threads()
+    v = scratch.take(INPUT, (threads * 36 * c * rows * tiles_per_row,))
+    m = scratch.take(PRODUCTS, (threads * 36 * k * rows * tiles_per_row,))
+    conv3x3(x, u, bias, ph, pw, rows, y, v, m, threads)
+    return y
+
+
+def forward(layer, x):
+    """The Convolution layer's output for one bottom x (N, C, H, W)."""
+    g = layer.geometry
+    n, _, h, w = x.shape
+    oh, ow = g.conv_out(h, w)
+    bias = layer.blobs[1] if layer.bias_term else None
+    return _run(x, transformed_filters(layer), bias, g.ph, g.pw, (n, layer.num_output, oh, ow))
+
+
+def backward_data(layer, dy, shape):
+    """dx (shape) of the Convolution layer for the output gradient dy: the correlation of dy with
+    the flipped, transposed filter, padded by 2 - pad (a negative pad crops)."""
+    g = layer.geometry
+    return _run(dy, transformed_filters(layer, adjoint=True), None, 2 - g.ph, 2 - g.pw, shape)
