@@ -87,6 +87,8 @@ setup(
             "matplotlib>=3.6",
             "scikit-image>=0.19",
             "dask[distributed]",
+            # the coverage-guided engine of caffelrp.fuzz (tests/test_fuzz.py runs it briefly)
+            'atheris>=2.3; platform_system == "Linux"',
         ],
         # compare --figure, evaluate's curves.png, any matplotlib colour map by name
         "plot": ["matplotlib>=3.6"],
