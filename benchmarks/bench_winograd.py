@@ -118,7 +118,7 @@ def bench_layers(batches, repeats):
 
 def bench_net(batches, repeats, folder):
     import cv2
-    from bench_forward import random_layers
+    from common import random_layers
     prototxt = REPO / "models" / "vgg16" / "deploy.prototxt"
     weights = Path(folder) / "vgg16.caffemodel"
     write_caffemodel(weights, random_layers(caffelrp.Net(prototxt)), fmt="v1")
