@@ -21,16 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import REPO, command, emit, write_seeded_weights
+from common import REPO, command, emit, folder_arguments, write_seeded_weights
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write")
-    args = parser.parse_args()
+    args = folder_arguments(__doc__)
     import distributed
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

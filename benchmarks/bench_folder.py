@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import (REPO, command, emit, load_average, reference_images, seeded_net,
-                    write_seeded_weights)
+from common import (REPO, command, emit, folder_arguments, load_average, reference_images,
+                    seeded_net, write_seeded_weights)
 
 import caffelrp
 from caffelrp import cli
@@ -45,12 +45,7 @@ def timed(fn):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write")
-    args = parser.parse_args()
+    args = folder_arguments(__doc__)
     threads = caffelrp.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -142,3 +142,14 @@ def emit(lines, write=None, append=False):
         with open(write, "a" if append else "w") as f:
             f.write(text)
     return text
+
+
+def folder_arguments(doc):
+    """The options of the benchmarks that run explain over a folder of photos."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write")
+    return parser.parse_args()
