@@ -10,7 +10,6 @@ is started once and kept, as a long-lived cluster is: its workers load the net i
 keep it, while the local command loads it every time (the Dask command's client process also
 loads it once, to check the options).
 """
-import argparse
 import statistics
 import subprocess
 import sys

@@ -18,7 +18,6 @@ rest (the same command run in this process, minus its load, preprocessing and re
 files, sidecars, bookkeeping). The first run of the command (weights hashed; later runs find the
 digest in the cache's ledger) is reported on its own.
 """
-import argparse
 import os
 import shutil
 import statistics
