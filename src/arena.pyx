@@ -12,7 +12,8 @@ The handler follows numpy's NEP 49 (``PyDataMem_SetHandler``): numpy calls it fo
 only, in the context (thread / contextvars context) that installed it; an array remembers the
 handler that made it and frees through it, wherever it dies. Every block carries a 64-byte
 header (its capacity and a magic word), so ``realloc`` and ``free`` know what they hold.
-Thread safety: one lock around the cache (numpy may free from any thread).
+Thread safety: one lock around the cache (numpy may free from any thread). Allocations are
+reported to tracemalloc in numpy's domain, as numpy's own allocator does.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_acquire_lock,
@@ -24,6 +25,10 @@ from libc.string cimport memcpy, strncpy
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
     int MADV_HUGEPAGE
+
+cdef extern from "Python.h" nogil:
+    int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
 
 cdef extern from "numpy/arrayobject.h":
     ctypedef struct PyDataMemAllocator:
@@ -47,6 +52,8 @@ cdef enum:
     PAGE = 4096
 
 cdef uint64_t MAGIC = 0xCAFF31A5E7A11C0
+# numpy's tracemalloc domain for array data: tracemalloc sees these arrays as it sees numpy's own
+cdef unsigned int NPY_TRACE_DOMAIN = 389047
 cdef size_t MIN_BLOCK = 1 << 20   # smaller blocks come from malloc's own free lists quickly
 
 cdef struct Header:
@@ -110,28 +117,35 @@ cdef void* take(size_t size) noexcept nogil:
     return p
 
 
+cdef inline void* tracked(void *p, size_t size) noexcept nogil:
+    if p != NULL:
+        PyTraceMalloc_Track(NPY_TRACE_DOMAIN, <size_t>p, size)
+    return p
+
+
 cdef void* arena_malloc(void *ctx, size_t size) noexcept nogil:
     global misses
     cdef void *p
     if size >= MIN_BLOCK:
         p = take(size)
         if p != NULL:
-            return p
+            return tracked(p, size)
         misses += 1
-    return fresh(size, False)
+    return tracked(fresh(size, False), size)
 
 
 cdef void* arena_calloc(void *ctx, size_t nelem, size_t elsize) noexcept nogil:
     # zeroed memory: the system's calloc (fresh mmap pages are zero already, nothing to clear)
     if elsize != 0 and nelem > (<size_t>-1) // elsize:
         return NULL
-    return fresh(nelem * elsize, True)
+    return tracked(fresh(nelem * elsize, True), nelem * elsize)
 
 
 cdef void arena_free(void *ctx, void *data, size_t size) noexcept nogil:
     global cached_count, cached_bytes
     if data == NULL:
         return
+    PyTraceMalloc_Untrack(NPY_TRACE_DOMAIN, <size_t>data)
     cdef Header *h = header_of(data)
     cdef size_t cap = h.capacity
     if cap >= MIN_BLOCK:
@@ -153,7 +167,7 @@ cdef void* arena_realloc(void *ctx, void *data, size_t new_size) noexcept nogil:
         return arena_malloc(ctx, new_size)
     cdef Header *h = header_of(data)
     if new_size <= h.capacity:
-        return data
+        return tracked(data, new_size)    # Track of a known pointer updates its size
     cdef void *p = arena_malloc(ctx, new_size)
     if p == NULL:
         return NULL             # the old block stays valid, as realloc's contract says

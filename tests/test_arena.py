@@ -117,3 +117,17 @@ def test_a_bad_limit_in_the_environment_is_a_clear_error():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "CAFFELRP_ARENA_BYTES": "lots"})
     assert "ERR CAFFELRP_ARENA_BYTES must be a number of bytes" in out.stdout, out.stderr
+
+
+def test_tracemalloc_sees_the_arrays(kept_blocks):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with scratch.reusing():
+            before = tracemalloc.get_traced_memory()[0]
+            a = np.empty(BIG, np.uint8)
+            assert tracemalloc.get_traced_memory()[0] - before >= BIG
+            del a
+            assert tracemalloc.get_traced_memory()[0] - before < BIG
+    finally:
+        tracemalloc.stop()
