@@ -409,17 +409,14 @@ class Gamma(Rule):
         s = _divide_where(R, d, keep)
         sp = np.where(positive, s, np.float32(0)).astype(np.float32)
         sn = (s - sp).astype(np.float32)
-        # R_i = x_i [W^T s + gamma (W+^T s+ + W-^T s-)] for x_i > 0 (W- = W - W+), and with W+, W-
-        # exchanged for x_i < 0
-        base = lin.backward(s)
-        up = lin.backward(sp, POSITIVE)            # W+^T s+
-        un = lin.backward(sn, POSITIVE)            # W+^T s-
+        # R_i = x_i [W^T s + gamma (W+^T s+ + W-^T s-)] for x_i > 0, with W+ and W- exchanged
+        # for x_i < 0; with W- = W - W+: x_i > 0 meets W^T (s + gamma s-) + gamma W+^T (s+ - s-),
+        # x_i < 0 meets W^T (s + gamma s+) - gamma W+^T (s+ - s-)
+        shifted = g * lin.backward((sp - sn).astype(np.float32), POSITIVE)
+        pos = lin.backward((s + g * sn).astype(np.float32)) + shifted
         if nonnegative:
-            # W-^T s- = W^T s- - W+^T s-
-            return _times_input(X, (base + g * (up + lin.backward(sn) - un)).astype(np.float32))
-        wsn = lin.backward(sn)
-        pos = base + g * (up + wsn - un)
-        neg = base + g * (base - wsn - up + un)     # W-^T s+ + W+^T s-, with W^T s+ = W^T s - W^T s-
+            return _times_input(X, pos.astype(np.float32))
+        neg = lin.backward((s + g * sp).astype(np.float32)) - shifted
         return np.where(X > 0, X * pos, X * neg).astype(np.float32)
 
     def __repr__(self):

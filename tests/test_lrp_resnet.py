@@ -4,8 +4,11 @@ Two nets: the bundled ``models/resnet_tiny`` and a generated ResNet-50-shaped ne
 pool, bottleneck blocks 1x1 -> 3x3 -> 1x1 with projection and identity shortcuts, BatchNorm +
 Scale after every convolution, global average pool, fc), both with seeded He-normal weights and
 positive BatchNorm variances. Checked: formula 11 against logit x ``net.gradient``; 26 / 166
-against a deconvnet / guided-backprop backward written here in float64 numpy; that no rule or
-composite creates relevance; the Eltwise join against a float64 epsilon formula.
+against a deconvnet / guided-backprop backward written here in float64 numpy; that caffelrp's
+composites and the original's epsilon / w^2 / z^B formulas create no relevance, and that the
+composites keep nearly all of it; for the original's formulas, every layer's share against the
+spec's conservation formula (where alpha-beta and flat create relevance by design); the Eltwise
+join against a float64 epsilon formula.
 """
 from pathlib import Path
 
