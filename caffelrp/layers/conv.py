@@ -75,10 +75,15 @@ class ConvGeometry:
             raise layer.config_error("dilation must be positive")
 
     def conv_out(self, h, w):
-        """Output size of a convolution (floor division, §3.1)."""
-        oh = (h + 2 * self.ph - (self.dh * (self.kh - 1) + 1)) // self.sh + 1
-        ow = (w + 2 * self.pw - (self.dw * (self.kw - 1) + 1)) // self.sw + 1
-        return oh, ow
+        """Output size of a convolution as Caffe computes it (§3.1): (in + 2 pad - extent) /
+        stride + 1 with C++ integer division, which truncates toward zero. A kernel that overhangs
+        the padded input by less than the stride therefore still gives one output (its window
+        reads zeros there), where Python's floor division would give none."""
+        def size(n, k, p, s, d):
+            span = n + 2 * p - (d * (k - 1) + 1)
+            return (span // s if span >= 0 else -(-span // s)) + 1
+        return (size(h, self.kh, self.ph, self.sh, self.dh),
+                size(w, self.kw, self.pw, self.sw, self.dw))
 
     def deconv_out(self, h, w):
         """Output size of a deconvolution (§3.2)."""
@@ -338,12 +343,17 @@ class Convolution(_ConvBase):
 
     def reshape(self, bottom_shapes):
         n, c, h, w = self.check_bottoms(bottom_shapes)
-        oh, ow = self.geometry.conv_out(h, w)
+        g = self.geometry
+        oh, ow = g.conv_out(h, w)
         if oh <= 0 or ow <= 0:
-            raise self.shape_error("input %dx%d is too small for a %dx%d kernel (pad %d,%d, "
-                                   "dilation %d,%d)" % (h, w, self.geometry.kh, self.geometry.kw,
-                                                        self.geometry.ph, self.geometry.pw,
-                                                        self.geometry.dh, self.geometry.dw))
+            # Caffe's Blob::Reshape refuses a negative size (CHECK_GE(shape[i], 0)); a zero one
+            # makes an empty top, which no later layer can use and caffelrp does not run
+            raise self.shape_error(
+                "input %dx%d is too small for a %dx%d kernel (pad %d,%d, stride %d,%d, dilation "
+                "%d,%d): the output would be %dx%d%s" % (
+                    h, w, g.kh, g.kw, g.ph, g.pw, g.sh, g.sw, g.dh, g.dw, oh, ow,
+                    ", which Caffe refuses" if min(oh, ow) < 0 else
+                    " (an empty blob in Caffe, which caffelrp does not run)"))
         return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
 
     def forward(self, bottoms):
