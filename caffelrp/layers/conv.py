@@ -148,10 +148,8 @@ def _f32(a):
 
 
 class ColumnLayout:
-    """The column matrices of one convolution call: every pass over a convolution (forward,
-    backward-data, relevance; a Deconvolution's two as the adjoint ones) iterates ``blocks``,
-    forms a block's column matrix with ``columns`` and turns a column-layout result back into
-    images with ``to_images``.
+    """The column matrices of one convolution call, and ``run``, the loop of every pass over a
+    convolution (forward, backward-data, relevance; a Deconvolution's two as their adjoints).
 
     ``geometry`` = (kh, kw, ph, pw, sh, sw, dh, dw), ``shape`` = (N, C, H, W) of the images the
     columns are taken from, ``out_hw`` = (OH, OW), the positions the kernel is applied at. Row
@@ -177,6 +175,30 @@ class ColumnLayout:
             step = images_per_chunk(self.rows, self.spatial)
         return [(n0, min(step, self.n - n0)) for n0 in range(0, self.n, step)]
 
+    def run(self, out, body, images=(), rows=(), result="images"):
+        """For each block of ``blocks``: the column matrices of ``images`` (arrays shaped like
+        the layout's input), the row matrices (O, m*OH*OW) of ``rows`` (arrays (N, O, OH, OW), or
+        None), then ``body(cols, rows, buffer)`` returns the block's result -- in column layout
+        (C*kh*kw, m*OH*OW) for ``result="images"``, which ``to_images`` folds into ``out``; in
+        row layout (O', m*OH*OW) for ``result="rows"``, transposed into ``out`` (N, O', ...).
+        ``buffer()`` is a place to form it: a view of ``out`` where the layout allows, else a
+        scratch buffer. Returns ``out``."""
+        # the result may take the column buffer when no input columns are alive in it
+        result_role = "conv-result" if images else scratch.COLUMNS
+        for n0, m in self.blocks():
+            block = out[n0:n0 + m]
+            cols = [self.columns(a[n0:n0 + m], scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j))
+                    for j, a in enumerate(images)]
+            row_blocks = [None if a is None else channels_as_rows(_f32(a[n0:n0 + m]), ("rows", j))
+                          for j, a in enumerate(rows)]
+            if result == "rows":
+                got = body(cols, row_blocks, lambda: rows_buffer(block, "conv-out"))
+                rows_as_channels(got, block)
+            else:
+                got = body(cols, row_blocks, lambda: self.result_buffer(block, result_role))
+                self.to_images(got, block)
+        return out
+
     def columns(self, images, role=scratch.COLUMNS):
         """The column matrix (C*kh*kw, m*OH*OW) of a block of images (m, C, H, W): im2col into
         the scratch buffer ``role``, or for a pointwise convolution the images themselves."""
@@ -187,7 +209,7 @@ class ColumnLayout:
         im2col(images, *self.args, self.oh, self.ow, col, threads_for(col.size))
         return col
 
-    def result_buffer(self, out, role=scratch.COLUMNS):
+    def result_buffer(self, out, role):
         """Where a block's column-layout result destined for ``out`` (m, C, H, W) is formed:
         ``out`` itself for one image of a pointwise convolution, else a scratch buffer."""
         if self.pointwise:
@@ -206,8 +228,8 @@ class ColumnLayout:
 
 
 def _grouped_matmul(weights, groups, a, out, transposed=False):
-    """out = W_g a_g for every group g (W_g^T a_g with ``transposed``): weights (O, K) with
-    O/groups rows per group, a and out split into groups along their rows alike."""
+    """out = W_g a_g for every group g (W_g^T a_g with ``transposed``), returned: weights (O, K)
+    with O/groups rows per group, a and out split into groups along their rows alike."""
     og = weights.shape[0] // groups
     k = weights.shape[1]
     threads = get_num_threads()
@@ -217,35 +239,26 @@ def _grouped_matmul(weights, groups, a, out, transposed=False):
             matmul(w.T, a[g * og:(g + 1) * og], out[g * k:(g + 1) * k], threads)
         else:
             matmul(w, a[g * k:(g + 1) * k], out[g * og:(g + 1) * og], threads)
+    return out
 
 
 def convolve(weights, groups, geometry, x, out_hw):
     """W im2col(x) without bias, (N, O, OH, OW): weights (O, C/groups*kh*kw), x (N, C, H, W).
     A Convolution's forward, and a Deconvolution's backward-data pass (its weights read as a
     convolution's, caffe-format.md §3.2)."""
-    layout = ColumnLayout(geometry, x.shape, out_hw)
     y = np.empty((x.shape[0], weights.shape[0]) + tuple(out_hw), dtype=np.float32)
-    for n0, m in layout.blocks():
-        out = y[n0:n0 + m]
-        rows = rows_buffer(out, "conv-out")
-        _grouped_matmul(weights, groups, layout.columns(x[n0:n0 + m]), rows)
-        rows_as_channels(rows, out)
-    return y
+    return ColumnLayout(geometry, x.shape, out_hw).run(
+        y, lambda cols, rows, buffer: _grouped_matmul(weights, groups, cols[0], buffer()),
+        images=(x,), result="rows")
 
 
 def convolve_transposed(weights, groups, geometry, dy, shape):
     """col2im(W^T dy), shaped ``shape`` (N, C, H, W): the adjoint of ``convolve`` for dy
     (N, O, OH, OW). A Convolution's backward-data pass, and a Deconvolution's forward."""
-    layout = ColumnLayout(geometry, shape, dy.shape[2:])
-    dy = _f32(dy)
-    dx = np.empty(shape, dtype=np.float32)
-    for n0, m in layout.blocks():
-        out = dx[n0:n0 + m]
-        col = layout.result_buffer(out)
-        _grouped_matmul(weights, groups, channels_as_rows(dy[n0:n0 + m], "conv-rows"), col,
-                        transposed=True)
-        layout.to_images(col, out)
-    return dx
+    return ColumnLayout(geometry, shape, dy.shape[2:]).run(
+        np.empty(shape, dtype=np.float32),
+        lambda cols, rows, buffer: _grouped_matmul(weights, groups, rows[0], buffer(),
+                                                   transposed=True), rows=(dy,))
 
 
 def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
@@ -269,27 +282,22 @@ def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
                       key=("group", g), use_scratch=True) for g in range(group)]
     images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
                           for v in rule.aux_images(x))
-    layout = ColumnLayout(geometry, x.shape, R.shape[2:])
-    out = np.empty_like(x)
     nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
-    for n0, m in layout.blocks():
-        cols = [layout.columns(image[n0:n0 + m],
-                               scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j))
-                for j, image in enumerate(images)]
-        r_c = channels_as_rows(R[n0:n0 + m], "lrp-r")
-        z_c = None if z is None else channels_as_rows(_f32(z[n0:n0 + m]), "lrp-z")
+
+    def block(cols, rows, buffer):
+        (X, *aux), (r_c, z_c) = cols, rows
         if group == 1:
-            rel = rule.conv_columns(cols[0], maps[0], r_c, z_c, tuple(cols[1:]), kh * kw,
-                                    nonnegative)
-        else:
-            rel = scratch.take("lrp-groups", cols[0].shape)
-            for g, lin in enumerate(maps):
-                rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
-                rel[rows] = rule.conv_columns(
-                    cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
-                    tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
-        layout.to_images(rel, out[n0:n0 + m])
-    return out
+            return rule.conv_columns(X, maps[0], r_c, z_c, tuple(aux), kh * kw, nonnegative)
+        rel = buffer()
+        for g, lin in enumerate(maps):
+            ins, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
+            rel[ins] = rule.conv_columns(X[ins], lin, r_c[outs],
+                                         None if z_c is None else z_c[outs],
+                                         tuple(a[ins] for a in aux), kh * kw, nonnegative)
+        return rel
+
+    return ColumnLayout(geometry, x.shape, R.shape[2:]).run(np.empty_like(x), block,
+                                                            images=images, rows=(R, z))
 
 
 class _ConvBase(Layer):
