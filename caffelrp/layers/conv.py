@@ -24,7 +24,7 @@ from ..rules import LinearMap
 from ..threads import get_num_threads, threads_for
 from .base import Layer, register
 
-# Upper bound of one im2col matrix, in bytes (chunks of images are sized to stay below it).
+# Upper bound of one im2col matrix, in bytes (blocks of images are sized to stay below it).
 COLUMN_BUDGET = 256 << 20
 # Output planes of at most one GEMM column block (256 values: 13 x 13, 14 x 14, 7 x 7) are
 # multiplied for a whole block of images at once: one image's product there is a single block of
@@ -106,15 +106,14 @@ def is_pointwise(geometry):
     return kh == kw == 1 and sh == sw == 1 and ph == pw == 0
 
 
-def channels_as_rows(a, role=None):
-    """(m, C, ...) -> (C, m*...): the column order of a multi-image im2col matrix (image n's
-    columns n*P .. (n+1)*P - 1), e.g. of a 1x1 convolution's input or a chunk's output. One image
-    is a view; several are copied (into the scratch buffer ``role`` when one is named)."""
+def channels_as_rows(a, role):
+    """(m, C, ...) float32 -> (C, m*...): the column order of a multi-image im2col matrix (image
+    n's columns n*P .. (n+1)*P - 1), e.g. of a 1x1 convolution's input or a block's output. One
+    image is a view; several are copied into the scratch buffer ``role``."""
     m, c = a.shape[:2]
     if m == 1:
         return a.reshape(c, -1)
-    shape = (c, m, a[0, 0].size)
-    out = np.empty(shape, a.dtype) if role is None else scratch.take(role, shape)
+    out = scratch.take(role, (c, m, a[0, 0].size))
     out[...] = a.reshape(m, c, -1).transpose(1, 0, 2)
     return out.reshape(c, -1)
 
@@ -135,12 +134,6 @@ def rows_buffer(out, role):
     if m == 1:
         return out.reshape(c, -1)
     return scratch.take(role, (c, m * out[0, 0].size))
-
-
-def images_per_chunk(column_rows, spatial):
-    """How many images one im2col matrix of ``column_rows`` x ``spatial`` columns per image may
-    hold within ``COLUMN_BUDGET`` (at least one)."""
-    return max(1, COLUMN_BUDGET // max(column_rows * spatial * 4, 1))
 
 
 def _f32(a):
@@ -171,8 +164,8 @@ class ColumnLayout:
         them; larger ones one image (Caffe's order), whose column and row matrices are views of
         the images wherever the layout allows (no transposed copies)."""
         step = 1
-        if self.spatial <= BATCHED_SPATIAL:
-            step = images_per_chunk(self.rows, self.spatial)
+        if self.spatial <= BATCHED_SPATIAL:   # as many as fit COLUMN_BUDGET (at least one)
+            step = max(1, COLUMN_BUDGET // max(self.rows * self.spatial * 4, 1))
         return [(n0, min(step, self.n - n0)) for n0 in range(0, self.n, step)]
 
     def run(self, out, body, images=(), rows=(), result="images"):
