@@ -235,6 +235,12 @@ def _grouped_matmul(weights, groups, a, out, transposed=False):
     return out
 
 
+def _add_bias(y, bias):
+    # over each (N, O) plane as one row: numpy's inner loop then runs over OH*OW, not OW
+    n, o, h, w = y.shape
+    y.reshape(n, o, h * w)[...] += bias[None, :, None]   # (a batch may be empty)
+
+
 def convolve(weights, groups, geometry, x, out_hw):
     """W im2col(x) without bias, (N, O, OH, OW): weights (O, C/groups*kh*kw), x (N, C, H, W).
     A Convolution's forward, and a Deconvolution's backward-data pass (its weights read as a
@@ -368,7 +374,7 @@ class Convolution(_ConvBase):
         y = convolve(self.blobs[0].reshape(self.num_output, -1), self.group,
                      self.geometry.args(), x, self.geometry.conv_out(*x.shape[2:]))
         if self.bias_term:
-            y += self.blobs[1][None, :, None, None]
+            _add_bias(y, self.blobs[1])
         return y
 
     def _backward_data(self, dy, shape):
@@ -429,7 +435,7 @@ class Deconvolution(_ConvBase):
         y = convolve_transposed(self.blobs[0].reshape(x.shape[1], -1), self.group, g.args(), x,
                                 (x.shape[0], self.num_output) + g.deconv_out(*x.shape[2:]))
         if self.bias_term:
-            y += self.blobs[1][None, :, None, None]
+            _add_bias(y, self.blobs[1])
         return y
 
     def _backward_data(self, dy, shape):
