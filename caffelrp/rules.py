@@ -88,23 +88,42 @@ def _divide_where(r, z, keep):
     return np.where(keep, r / np.where(keep, z, np.float32(1)), np.float32(0)).astype(np.float32)
 
 
-def _is_matrix(*arrays):
-    return all(a.ndim == 2 and a.dtype == np.float32 for a in arrays)
+def _matrix(a):
+    """A 2-D float32 view of ``a`` for the element-wise kernels: a matrix itself, or a
+    C-contiguous batch of images (N, C, H, W) as its (N*C, H*W) planes (the whole-image maps of
+    ``layers.conv.WinogradMap``); None where there is no such view (numpy computes it then)."""
+    if a.dtype != np.float32:
+        return None
+    if a.ndim == 2:
+        return a
+    if a.ndim == 4 and a.flags.c_contiguous:
+        return a.reshape(a.shape[0] * a.shape[1], -1)
+    return None
+
+
+def _matrices(*arrays):
+    """The ``_matrix`` views of arrays of one shape, or None if one has none."""
+    views = [_matrix(a) for a in arrays]
+    if any(v is None or a.shape != arrays[0].shape for v, a in zip(views, arrays)):
+        return None
+    return views
 
 
 def _times_input(X, g):
     """x_i * g_i, written into g (a fresh product) when the fused kernel can."""
-    if _is_matrix(X, g) and g.flags.writeable:
-        multiply_into(X, g, threads_for(g.size))
+    views = _matrices(X, g)
+    if views is not None and g.flags.writeable:
+        multiply_into(views[0], views[1], threads_for(g.size))
         return g
     return (X * g).astype(np.float32, copy=False)
 
 
 def _epsilon_ratio(R, z, eps):
     """R / (z + eps sign(z)), R itself where z == 0 (spec 2.2 EPS)."""
-    if _is_matrix(R, z):
-        out = np.empty(R.shape, dtype=np.float32)
-        epsilon_ratio(R, z, eps, out, threads_for(out.size))
+    out = np.empty(R.shape, dtype=np.float32)
+    views = _matrices(R, z, out)
+    if views is not None:
+        epsilon_ratio(*views[:2], eps, views[2], threads_for(out.size))
         return out
     denom = np.where(z > 0, z + eps, np.where(z < 0, z - eps, np.float32(1)))
     return (R / denom).astype(np.float32)
@@ -112,15 +131,21 @@ def _epsilon_ratio(R, z, eps):
 
 def _alpha_beta_ratios(R, zp, z, bias_p, offset, alpha, beta):
     """(alpha R / z+ where z+ > 0, beta R / z- where z- < 0) with z+ = zp + bias_p and
-    z- = z - z+ - offset (see caffelrp.kernels.lrp_ratios); the second is None for beta == 0."""
-    rows = R.shape[0]
-    if _is_matrix(R, zp) and (z is None or _is_matrix(z)) and zp.flags.writeable:
-        bp = np.zeros(rows, np.float32) if bias_p is None else _f32(bias_p.reshape(-1))
-        off = np.zeros(rows, np.float32) if offset is None else _f32(offset.reshape(-1))
-        sp = np.empty(R.shape, dtype=np.float32)
-        sn = np.empty(R.shape, dtype=np.float32) if beta > 0 else sp
-        alpha_beta_ratios(R, zp, zp if z is None else z, bp, off, alpha, beta, sp, sn,
-                          threads_for(R.size))
+    z- = z - z+ - offset (see caffelrp.kernels.lrp_ratios); the second is None for beta == 0.
+    Matrices (O, P) with the biases (O, 1), or images (N, O, OH, OW) with (1, O, 1, 1)."""
+    sp = np.empty(R.shape, dtype=np.float32)
+    sn = np.empty(R.shape, dtype=np.float32) if beta > 0 else sp
+    views = _matrices(R, zp, zp if z is None else z, sp, sn)
+    if views is not None and zp.flags.writeable:
+        rows = views[0].shape[0]
+        # one bias per row: per output for a matrix, per (image, output) plane for images
+        images = R.shape[0] if R.ndim == 4 else 1
+
+        def per_row(b):
+            return np.zeros(rows, np.float32) if b is None else np.tile(_f32(b.reshape(-1)),
+                                                                        images)
+        alpha_beta_ratios(*views[:3], per_row(bias_p), per_row(offset), alpha, beta,
+                          *views[3:], threads_for(R.size))
         return sp, (sn if beta > 0 else None)
     zp = zp if bias_p is None else zp + bias_p
     sp = alpha * _divide_where(R, zp, zp > 0)
@@ -231,6 +256,10 @@ def _with_bias(z, lin, modifier=IDENTITY):
 class Rule:
     name = "rule"
     needs_z = False   # whether ``columns`` uses the forward pre-activation z
+    # whether ``columns`` also takes whole images (N, C, H, W) with a map of images
+    # (``layers.conv.WinogradMap``: products by Winograd, no im2col); a rule that needs the
+    # column layout itself (Flat, WSquare) or one a user writes keeps the columns
+    on_images = False
     is_gradient = False   # the transposed map: a layer may use its own backward instead
 
     def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
@@ -261,6 +290,7 @@ class Epsilon(Rule):
     modifier, a rule of their own."""
     name = "epsilon"
     needs_z = True
+    on_images = True
 
     def __init__(self, eps, weights=IDENTITY):
         self.eps = np.float32(eps)
@@ -284,6 +314,7 @@ class AlphaBeta(Rule):
     deep Taylor decomposition", Pattern Recognition 2017)."""
     name = "alpha_beta"
     needs_z = True
+    on_images = True
 
     def __init__(self, beta, alpha=None, bias=True):
         beta = float(beta)
@@ -347,8 +378,9 @@ class AlphaBeta(Rule):
             np.subtract(q, pos, out=pos)             # w+ s+ - w- s- (uses w- = w - w+)
             neg = lin.backward(sp, role="lrp-back2")
             np.subtract(neg, q, out=neg)             # w- s+ - w+ s-
-        if _is_matrix(X, pos, neg):
-            signed_product(X, pos, neg, pos, threads_for(pos.size))
+        views = _matrices(X, pos, neg)
+        if views is not None:
+            signed_product(*views, views[1], threads_for(pos.size))
             return pos
         return np.where(X > 0, X * pos, X * neg).astype(np.float32)
 
@@ -376,6 +408,7 @@ class Gamma(Rule):
     relevance reaches the inputs exactly. ``gamma = 0`` is the epsilon rule (bias in)."""
     name = "gamma"
     needs_z = True
+    on_images = True
 
     def __init__(self, gamma=0.25, eps=1e-6, bias=True):
         if gamma < 0:

@@ -50,6 +50,9 @@ INPUT, PRODUCTS = "winograd-input", "winograd-products"
 CACHE = "_winograd_filters"   # the layer attribute holding the transformed filters
 
 _enabled = None   # resolved at first use
+# The LRP rules' products by Winograd too (``relevance_applies``): an internal switch, for the
+# benchmarks and tests that compare them with the column path in one process.
+RELEVANCE = True
 
 
 class WinogradSettingError(CaffeLRPError, ValueError):
@@ -78,12 +81,19 @@ def enabled():
 def shape_applies(geometry, group, input_shape):
     """Does Winograd compute a convolution of this geometry (ConvGeometry) and group count on an
     input of this shape (N, C, H, W)?"""
-    g = geometry
-    if not (g.kh == g.kw == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1 and group == 1):
+    return args_apply(geometry.args(), group, input_shape)
+
+
+def args_apply(args, group, input_shape):
+    """``shape_applies`` for the geometry as ConvGeometry.args() gives it, (kh, kw, ph, pw, sh,
+    sw, dh, dw)."""
+    kh, kw, ph, pw, sh, sw, dh, dw = args
+    if not (kh == kw == 3 and sh == sw == 1 and dh == dw == 1 and group == 1):
         return False
     _, c, h, w = input_shape
-    oh, ow = g.conv_out(h, w)
-    return c >= MIN_CHANNELS and ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    return c >= MIN_CHANNELS and oh > 0 and ow > 0 and \
+        ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
 
 
 def applies(layer, input_shape):
@@ -91,6 +101,14 @@ def applies(layer, input_shape):
     backward-data pass likewise)?"""
     return (enabled() and not caffe_blas.active() and
             shape_applies(layer.geometry, layer.group, input_shape))
+
+
+def relevance_applies(args, group, input_shape):
+    """Do the LRP rules' products of a convolution of this geometry (ConvGeometry.args()) run
+    on whole images through Winograd (``layers.conv.WinogradMap``)? As for its forward, and
+    ``RELEVANCE``."""
+    return RELEVANCE and enabled() and not caffe_blas.active() and \
+        args_apply(args, group, input_shape)
 
 
 def transformed_filters(layer, adjoint=False, part="all", weights=None):
@@ -104,12 +122,18 @@ def transformed_filters(layer, adjoint=False, part="all", weights=None):
         setattr(layer, CACHE, cache)
     key = (part, bool(adjoint))
     if key not in cache:
-        w = np.ascontiguousarray(source if weights is None else weights, dtype=np.float32)
-        k, c = w.shape[:2]
-        u = np.empty((36, c, k) if adjoint else (36, k, c), dtype=np.float32)
-        filters(w, u, adjoint, get_num_threads())
-        cache[key] = u
+        cache[key] = transform(source if weights is None else weights, adjoint)
     return cache[key]
+
+
+def transform(weights, adjoint=False):
+    """The (36, K, C) transformed filters of weights (K, C, 3, 3), or (36, C, K) with
+    ``adjoint`` (the backward-data pass's), a new array."""
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    k, c = w.shape[:2]
+    u = np.empty((36, c, k) if adjoint else (36, k, c), dtype=np.float32)
+    filters(w, u, adjoint, get_num_threads())
+    return u
 
 
 def _run(x, u, bias, ph, pw, out_shape):
@@ -126,6 +150,12 @@ def _run(x, u, bias, ph, pw, out_shape):
     m = scratch.take(PRODUCTS, (threads * 36 * k * rows * tiles_per_row,))
     conv3x3(x, u, bias, ph, pw, rows, y, v, m, threads)
     return y
+
+
+def convolve(x, u, ph, pw, out_shape):
+    """x (N, C, H, W) convolved with transformed filters u (``transform``; the adjoint ones for
+    a transposed convolution, with pad 2 - pad), no bias: a new (N, K, OH, OW) array."""
+    return _run(x, u, None, ph, pw, out_shape)
 
 
 def forward(layer, x):

@@ -20,7 +20,7 @@ import numpy as np
 from .. import caffe_blas, scratch, winograd
 from ..kernels.gemm import matmul
 from ..kernels.im2col import col2im, im2col
-from ..rules import LinearMap
+from ..rules import IDENTITY, LinearMap
 from ..threads import get_num_threads, threads_for
 from .base import Layer, register
 
@@ -260,7 +260,51 @@ def convolve_transposed(weights, groups, geometry, dy, shape):
                                                    transposed=True), rows=(dy,))
 
 
-def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
+class WinogradMap:
+    """A 3x3 stride-1 convolution of one group as a rule's linear map on whole images (the
+    protocol of ``rules.LinearMap``, for the rules with ``on_images``): ``forward(X, modifier)``
+    is the convolution of images X (N, C, H, W) with the modified weights, ``backward(S,
+    modifier)`` its transpose on S (N, O, OH, OW), both by Winograd (caffelrp/winograd.py) --
+    no im2col, no col2im; ``bias(modifier)`` is (1, O, 1, 1). The modified weights (W+, W-, ...)
+    come from a ``LinearMap`` sharing the column path's cache; their transformed filters are
+    kept in ``cache`` too (4x the weights each), or by ``filters(part, adjoint, weights)`` when
+    given (the layer's own, which its forward and backward-data share for W itself)."""
+
+    def __init__(self, W, b, geometry, shape, cache=None, filters=None):
+        self.W = _f32(W)
+        o = self.W.shape[0]
+        self._lin = LinearMap(self.W.reshape(o, -1), b, cache=cache, key=("group", 0))
+        self._cache = self._lin._cache
+        self._filters = filters
+        self.ph, self.pw = geometry[2], geometry[3]
+        self.shape = tuple(shape)
+        self.out_shape = (shape[0], o, shape[2] + 2 * self.ph - 2, shape[3] + 2 * self.pw - 2)
+        self.outputs, self.fan_in = self._lin.outputs, self._lin.fan_in
+
+    def _transformed(self, modifier, adjoint):
+        part = "all" if modifier is IDENTITY else modifier.name
+        weights = self._lin.weights(modifier).reshape(self.W.shape)
+        if self._filters is not None:
+            return self._filters(part, adjoint, weights)
+        key = ("winograd", part, adjoint)
+        if key not in self._cache:
+            self._cache[key] = winograd.transform(weights, adjoint)
+        return self._cache[key]
+
+    def bias(self, modifier=IDENTITY):
+        b = self._lin.bias(modifier)
+        return None if b is None else b.reshape(1, -1, 1, 1)
+
+    def forward(self, X, modifier=IDENTITY, role=None):
+        return winograd.convolve(X, self._transformed(modifier, False), self.ph, self.pw,
+                                 (X.shape[0],) + self.out_shape[1:])
+
+    def backward(self, S, modifier=IDENTITY, role=None):
+        return winograd.convolve(S, self._transformed(modifier, True), 2 - self.ph,
+                                 2 - self.pw, (S.shape[0],) + self.shape[1:])
+
+
+def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None, filters=None):
     """Relevance of a convolution's input x (N, C, H, W) under ``rule``, for weights W
     (O, C/group, kh, kw), bias b (O,) or None, upper relevance R (N, O, OH, OW), ``geometry`` =
     (kh, kw, ph, pw, sh, sw, dh, dw) and z (N, O, OH, OW), the forward output, or None (the rule
@@ -268,9 +312,17 @@ def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
 
     The rule works on the column matrices of the blocks of ``ColumnLayout`` (several images per
     GEMM where the layer is small: VGG-16's conv5 has 196 columns per image); the temporaries
-    live in scratch buffers, consumed by col2im before the next block."""
+    live in scratch buffers, consumed by col2im before the next block. A 3x3 stride-1 layer
+    where Winograd applies gives a rule with ``on_images`` a ``WinogradMap`` on the whole images
+    instead (``filters``: the layer's transformed filters, see there)."""
     x = _f32(x)
     R = _f32(R)
+    if rule.on_images and winograd.relevance_applies(geometry, group, x.shape):
+        aux = tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
+                    for v in rule.aux_images(x))
+        lin = WinogradMap(W, b, geometry, x.shape, cache, filters)
+        return rule.columns(x, lin, R, None if z is None else _f32(z), aux,
+                            not (x < 0).any())
     o = R.shape[1]
     kh, kw = geometry[0], geometry[1]
     og = o // group
@@ -394,8 +446,10 @@ class Convolution(_ConvBase):
         if rule.is_gradient:
             return self.backward(bottoms, tops, r_tops)
         W, b = self.blobs[0], self.blobs[1] if self.bias_term else None
+        def filters(part, adjoint, weights):
+            return winograd.transformed_filters(self, adjoint, part, weights)
         return [conv_relevance(rule, x, W, b, r, self.geometry.args(), self.group,
-                               None if self.folded_from else y, self.lrp_cache())
+                               None if self.folded_from else y, self.lrp_cache(), filters)
                 for x, y, r in zip(bottoms, tops, r_tops)]
 
     def relevance_text(self, rule):
