@@ -34,7 +34,7 @@ def relevance(rule, x, W, b, R, on):
     try:
         return conv_relevance(rule, x, W, b, R, (3, 3, 1, 1, 1, 1, 1, 1))
     finally:
-        winograd.RELEVANCE = True
+        winograd.RELEVANCE = False
 
 
 def error_rows():
@@ -123,7 +123,7 @@ def speed_rows(models, batches, repeats):
                             try:
                                 net.relevance(x, **kwargs)
                             finally:
-                                winograd.RELEVANCE = True
+                                winograd.RELEVANCE = False
                         fns.append(run)
                 times = interleaved_medians(fns, repeats)
                 for i, (name, _) in enumerate(FORMULAS):

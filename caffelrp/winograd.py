@@ -50,9 +50,16 @@ INPUT, PRODUCTS = "winograd-input", "winograd-products"
 CACHE = "_winograd_filters"   # the layer attribute holding the transformed filters
 
 _enabled = None   # resolved at first use
-# The LRP rules' products by Winograd too (``relevance_applies``): an internal switch, for the
-# benchmarks and tests that compare them with the column path in one process.
-RELEVANCE = True
+# The LRP rules' products by Winograd too (``relevance_applies``, ``set_winograd_relevance``):
+# off by default. Faster (VGG-16 batch 1: epsilon 1.7x, formula 100 beta 1 1.2x, beta 0 1.06x;
+# BENCHMARKS.md), but a rule that divides by z+ or z (alpha-beta, gamma, epsilon with an eps
+# small against z) amplifies Winograd's rounding, which is relative to the whole 6x6 input tile
+# and not, as the GEMM's is for z+ (a sum of non-negative products), to z+ itself: where z+ is
+# exactly or nearly 0 and its neighbours are not, the relevance is off by up to the largest
+# relevance (measured: 0.5-1.1 of it at pad 2, against 3e-6 by the GEMM; epsilon(0.01) 2-5e-4,
+# against 1e-5). Windows of zeros are set to exact zeros (``layers.conv.WinogradMap``), but
+# the nearly zero ones cannot be.
+RELEVANCE = False
 
 
 class WinogradSettingError(CaffeLRPError, ValueError):
@@ -65,6 +72,15 @@ def set_winograd(on):
     if not isinstance(on, (bool, np.bool_)) and on not in (0, 1):
         raise WinogradSettingError("set_winograd takes True or False, got %r" % (on,))
     _enabled = bool(on)
+
+
+def set_winograd_relevance(on):
+    """Run the LRP rules' products of 3x3 stride-1 convolutions by Winograd too (default
+    False; see ``RELEVANCE`` for what it costs in accuracy). Needs Winograd on."""
+    global RELEVANCE
+    if not isinstance(on, (bool, np.bool_)) and on not in (0, 1):
+        raise WinogradSettingError("set_winograd_relevance takes True or False, got %r" % (on,))
+    RELEVANCE = bool(on)
 
 
 def enabled():
@@ -105,8 +121,8 @@ def applies(layer, input_shape):
 
 def relevance_applies(args, group, input_shape):
     """Do the LRP rules' products of a convolution of this geometry (ConvGeometry.args()) run
-    on whole images through Winograd (``layers.conv.WinogradMap``)? As for its forward, and
-    ``RELEVANCE``."""
+    on whole images through Winograd (``layers.conv.WinogradMap``)? Only when switched on
+    (``set_winograd_relevance``), and where the forward would."""
     return RELEVANCE and enabled() and not caffe_blas.active() and \
         args_apply(args, group, input_shape)
 

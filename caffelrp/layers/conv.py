@@ -296,12 +296,35 @@ class WinogradMap:
         return None if b is None else b.reshape(1, -1, 1, 1)
 
     def forward(self, X, modifier=IDENTITY, role=None):
-        return winograd.convolve(X, self._transformed(modifier, False), self.ph, self.pw,
-                                 (X.shape[0],) + self.out_shape[1:])
+        y = winograd.convolve(X, self._transformed(modifier, False), self.ph, self.pw,
+                              (X.shape[0],) + self.out_shape[1:])
+        # A window of zeros gives exactly 0 through the GEMM, but Winograd's rounding leaves
+        # there a residue of the tile's other inputs; a rule dividing by z+ (alpha-beta,
+        # gamma) would blow it up (measured: 1e-1 of the largest relevance at a dead ReLU
+        # region). Such outputs are set to 0 again.
+        dead = _dead_windows(X, self.ph, self.pw, y.shape[2:])
+        if dead is not None:
+            y[np.broadcast_to(dead[:, None], y.shape)] = 0
+        return y
 
     def backward(self, S, modifier=IDENTITY, role=None):
         return winograd.convolve(S, self._transformed(modifier, True), 2 - self.ph,
                                  2 - self.pw, (S.shape[0],) + self.shape[1:])
+
+
+def _dead_windows(X, ph, pw, out_hw):
+    """(N, OH, OW) bool: the 3x3 windows (pad ph, pw) of X (N, C, H, W) that hold only zeros in
+    every channel, or None if there is none."""
+    n, _, h, w = X.shape
+    plane = np.zeros((n, h + 2 * ph + 2, w + 2 * pw + 2), dtype=np.float32)   # room for any pad
+    np.abs(X).sum(axis=1, out=plane[:, ph:ph + h, pw:pw + w], dtype=np.float32)
+    oh, ow = out_hw
+    total = np.zeros((n, oh, ow), dtype=np.float32)
+    for u in range(3):
+        for v in range(3):
+            total += plane[:, u:u + oh, v:v + ow]
+    dead = total == 0
+    return dead if dead.any() else None
 
 
 def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None, filters=None):
