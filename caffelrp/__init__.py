@@ -12,6 +12,6 @@ from .threads import get_num_threads, make_gemm_blas_single_threaded, set_num_th
 from .net import Net  # noqa: F401
 from .preprocess import Transformer, load_image  # noqa: F401
 from .caffe_blas import set_caffe_blas  # noqa: F401
-from .winograd import set_winograd  # noqa: F401
+from .winograd import set_winograd, set_winograd_relevance  # noqa: F401
 
 make_gemm_blas_single_threaded()

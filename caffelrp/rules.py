@@ -9,7 +9,10 @@ from the forward pass), where P counts the places the map is applied (images for
 output positions for a convolution). Its result is the relevance of every column entry, X-shaped.
 Rules never know about networks or layouts: the layers form the columns and fold the result
 back (``layers.conv.conv_relevance`` with im2col / col2im, ``layers.inner_product.
-dense_relevance``), and ``caffelrp.composites`` says which rule a layer gets.
+dense_relevance``), and ``caffelrp.composites`` says which rule a layer gets. A rule with
+``on_images`` (epsilon, alpha-beta, gamma) also takes whole image batches (N, C, H, W) with a map
+of images (``layers.conv.WinogradMap``, opt-in): its arithmetic is element-wise apart from the
+map's products, so only the shapes differ.
 
 All arithmetic is float32 with GEMMs (``caffelrp.kernels.gemm.matmul``), like the original.
 
