@@ -25,6 +25,8 @@ from .bundled import class_names as bundled_class_names
 from .files import file_sha256, json_bytes, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
+from .phases import phase
+from . import phases
 from .threads import ThreadCountError, get_num_threads, set_num_threads
 from .limits import UsageError, check_explain_options
 from .preprocess import (BVLC_MEAN_BGR, default_base_size, image_to_blob, mean_pixel, read_image,
@@ -332,7 +334,8 @@ def npy_bytes(array):
 def load_net(prototxt, weights):
     """The network, with the data errors of its files as CaffeLRPError (exit 1). The command line
     never runs Caffe's default (zero) weights: a net with parameters needs --weights."""
-    net = Net(prototxt, weights)
+    with phase("net load"):
+        net = Net(prototxt, weights)
     if weights is None:
         with_params = [layer.name for layer in net.layers if net.layer(layer.name).weight_shapes()]
         if with_params:
@@ -643,9 +646,10 @@ def cmd_explain(args):
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("--out %s is a file, not a folder" % out_dir)
 
-    model = {"prototxt": str(prototxt), "prototxt_sha256": file_sha256(prototxt),
-             "weights": str(weights) if weights else None,
-             "weights_sha256": file_sha256(weights) if weights else None}
+    with phase("weights digest"):
+        model = {"prototxt": str(prototxt), "prototxt_sha256": file_sha256(prototxt),
+                 "weights": str(weights) if weights else None,
+                 "weights_sha256": file_sha256(weights) if weights else None}
     note = weights_note(weights)
     if note:
         model["note"] = note
@@ -709,8 +713,9 @@ def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, repo
     prepared = []
     for image, stem in chunk:
         try:
-            prepared.append((image, stem, toolbox_preprocess(
-                read_image(image), in_h, in_w, base, mean)))
+            with phase("preprocess"):
+                prepared.append((image, stem, toolbox_preprocess(
+                    read_image(image), in_h, in_w, base, mean)))
         except CaffeLRPError as e:
             report.fail(e)
             progress.advance(failed=True)
@@ -735,10 +740,11 @@ def explain_group(net, method, prepared, target, args, run, out_dir, report, pro
         # K1,K2,... is explained together in every image: one class list per image
         batch_target = [target] * len(x) if isinstance(target, list) else target
         progress.working(len(x))
-        result = method.run(net, x, batch_target, args, Context(low, high))
-        scores = result.scores
-        if scores is None:
-            scores = net.forward(x)[net.outputs[0]]
+        with phase("method"):
+            result = method.run(net, x, batch_target, args, Context(low, high))
+            scores = result.scores
+            if scores is None:
+                scores = net.forward(x)[net.outputs[0]]
         scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
     except (CaffeLRPError, ValueError) as e:
         for image, _, _ in prepared:
@@ -748,10 +754,11 @@ def explain_group(net, method, prepared, target, args, run, out_dir, report, pro
     shared = args.shared_scale and args.scale is None
     for n, (image, stem, prep) in enumerate(prepared):
         try:
-            record = write_explanation(out_dir, image, stem, prep, result.values[n],
-                                       result.classes[n], scores[n], net.outputs[0],
-                                       run, args, defer=shared,
-                                       info=result.info[n] if result.info else None)
+            with phase("outputs"):
+                record = write_explanation(out_dir, image, stem, prep, result.values[n],
+                                           result.classes[n], scores[n], net.outputs[0],
+                                           run, args, defer=shared,
+                                           info=result.info[n] if result.info else None)
             if shared:
                 deferred.append(record)
             else:
@@ -1158,6 +1165,14 @@ def check_threads(args):
 
 
 def main(argv=None):
+    start = time.monotonic()
+    try:
+        return _main(argv)
+    finally:
+        phases.write(start, time.monotonic())
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
