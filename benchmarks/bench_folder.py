@@ -46,7 +46,8 @@ import caffelrp
 from caffelrp.preprocess import BVLC_MEAN_BGR, mean_pixel, read_image, toolbox_preprocess
 
 # the command's phases in the main thread, in the order the report lists them
-MAIN_PHASES = ("net load", "weights digest", "preprocess", "method", "outputs", "writer wait")
+MAIN_PHASES = ("net load", "weights digest", "preprocess", "prefetch wait", "method", "outputs",
+               "writer wait")
 LOAD_SCRIPT = ("import sys, time; import caffelrp; t = time.monotonic(); "
                "caffelrp.Net(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)")
 
@@ -107,6 +108,7 @@ class Command:
                 parts[name] = phases.get(name, 0.0)
             parts["rest of main"] = main - sum(parts[name] for name in MAIN_PHASES)
             parts["writer thread busy"] = phases.get("writer", 0.0)
+            parts["prefetch thread busy"] = phases.get("prefetch (helper thread)", 0.0)
         return parts
 
 
@@ -196,6 +198,8 @@ def main():
         "interpreter start + imports", *MAIN_PHASES, "rest of main", "interpreter exit"))
     lines += [row("(sum of the medians of the parts)", summed),
               row("writer thread busy (overlaps the main thread)", parts["writer thread busy"]),
+              row("prefetch thread busy (overlaps the main thread)",
+                  parts["prefetch thread busy"]),
               row("net load alone, new process, page cache warm",
                   statistics.median(samples["net load"])),
               row("net load alone, new process, weights dropped from the page cache",

@@ -12,7 +12,9 @@ README "Fidelity"), except in Caffe-exact mode, where the given OpenBLAS splits 
 its own thread count, as it did for the original.
 """
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 from .limits import UsageError
 
@@ -94,9 +96,28 @@ def get_num_threads():
 SMALL_WORK = 1 << 15
 
 
+_local = threading.local()
+
+
 def threads_for(work):
-    """Thread count for a kernel call producing ``work`` values."""
-    return 1 if work < SMALL_WORK else get_num_threads()
+    """Thread count for a kernel call producing ``work`` values (at most this thread's
+    ``limited`` count)."""
+    if work < SMALL_WORK:
+        return 1
+    return min(get_num_threads(), getattr(_local, "limit", None) or get_num_threads())
+
+
+@contextmanager
+def limited(n):
+    """Kernel calls made by this Python thread inside the ``with`` use at most ``n`` threads
+    (a helper thread next to the main one, e.g. explain's preprocessing of the next batch, must
+    not start a second OpenMP team as large as the main thread's on the same cores)."""
+    previous = getattr(_local, "limit", None)
+    _local.limit = n
+    try:
+        yield
+    finally:
+        _local.limit = previous
 
 
 def set_num_threads(n):
