@@ -4,14 +4,15 @@ The package metadata lives here (not in pyproject.toml) because the Cython exten
 generated from ``src/<name>.pyx`` at build time; pyproject.toml only names the build backend.
 
 Every ``src/<name>.pyx`` becomes the extension module ``caffelrp.kernels.<name>``, compiled and
-linked with ``-O3 -fopenmp``. The kernels use typed memoryviews only (no numpy C API), so
-numpy is not needed at build time.
+linked with ``-O3 -fopenmp``. The kernels use typed memoryviews; only ``arena`` (the allocator of
+``caffelrp/memory.py``) uses numpy's C API, so numpy's headers are needed at build time.
 """
 
 import glob
 import os
 import re
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 
@@ -42,6 +43,8 @@ def kernel_extensions():
                 sources=[pyx],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
+                include_dirs=[numpy.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 libraries=["m"],  # the current powf, not glibc's slow compat symbol
             )
         )

@@ -21,7 +21,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import layers as _layers  # noqa: F401  (registers the layer types)
-from . import folding, limits
+from . import folding, limits, scratch
 from .concurrency import net_lock, serialize_methods
 from .attribution.lrp import relevance as _lrp_relevance
 from .attribution.lrp import relevance_details as _lrp_relevance_details
@@ -506,6 +506,7 @@ class Net:
             layer.__dict__.pop("_lrp_cache", None)
             layer.__dict__.pop("_winograd_filters", None)   # caffelrp.winograd.CACHE
 
+    @scratch.reusing_memory
     def forward(self, x=None, **inputs):
         """Run the network on ``x`` (an array, or {input name: array}), or pycaffe's keyword form
         ``forward(data=x)``; returns {output blob name: array}."""
@@ -522,6 +523,8 @@ class Net:
         shapes = [a.shape for a in arrays]
         if not self._shaped or shapes != [self._blob_shapes[bid] for _, bid, _ in self._inputs]:
             self.reshape(shapes)
+        # the last pass's blobs go now, so that this pass reuses their memory (scratch.reusing)
+        self._values = [None] * len(self._blob_names)
         values = [None] * len(self._blob_names)
         for (_, bid, _), a in zip(self._inputs, arrays):
             values[bid] = a

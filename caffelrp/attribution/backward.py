@@ -18,6 +18,7 @@ image; classes are ranked by the Softmax output, else by the blob itself).
 """
 import numpy as np
 
+from .. import scratch
 from ..errors import ArgumentError, NoSuchBlobError
 from ..layers.conv import COLUMN_BUDGET
 from . import targets as _targets
@@ -31,6 +32,7 @@ MAX_BATCH = 32
 
 
 # ------------------------------------------------------------------------------ the pass
+@scratch.reusing_memory
 def reverse_walk(net, seeds, visit, keep=None, steps=None):
     """The one reverse pass over ``net.graph()`` after a forward pass, shared by the gradient
     and the relevance passes: ``seeds`` {blob version: signal (gradient or relevance)}; every
