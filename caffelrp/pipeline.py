@@ -31,6 +31,15 @@ from .threads import limited
 _STOP = object()
 
 
+def _add_note(error, text):
+    """``error.add_note(text)`` (Python 3.11+: shown with the traceback); before 3.11 the same
+    ``__notes__`` list, which the traceback does not show."""
+    if hasattr(error, "add_note"):
+        error.add_note(text)
+    else:
+        error.__notes__ = list(getattr(error, "__notes__", [])) + [text]
+
+
 class OutputWriter:
     def __init__(self, depth=16):
         self._queue = queue.Queue(maxsize=max(int(depth), 1))
@@ -52,7 +61,7 @@ class OutputWriter:
                     job()
             except BaseException as e:   # noqa: B902 -- raised again in the main thread
                 if label:
-                    e.add_note("while writing the outputs of %s" % label)
+                    _add_note(e, "while writing the outputs of %s" % label)
                 self._error = e
 
     def _raise_error(self):
