@@ -37,8 +37,26 @@ products), "epsilon-plus" (z+ on convolutions, epsilon on inner products), "epsi
 (the same with a conservative flat rule on the first layer), "epsilon-gamma-box" (z^B on the
 first layer, gamma on the other convolutions, epsilon on inner products).
 
-* "Eltwise": the rule spec of an Eltwise SUM (a linear map with the coeff weights), epsilon with
-  the pass's eps in every LRP composite; "gradient" (its own backward) for 11, 99, 26, 166.
+* "Eltwise": the rule spec of an Eltwise SUM y = sum_k c_k x_k (a linear map with the coeff
+  weights and no bias), the composite's own convolution rule on that map: z+ (the alpha-beta
+  family's member with beta 0 and no bias) for zplus, epsilon-plus, epsilon-plus-flat and the
+  original's alpha-beta formulas (2, 6, 18, 22, 58, 60, 100, 102, 104), R_k = (c_k x_k)^+ /
+  sum_j (c_j x_j)^+ R, which passes all of R wherever some c_k x_k > 0 (always where a ReLU
+  follows the join and R != 0) and never flips its sign -- alpha-beta itself would pass alpha R
+  where both inputs are positive; the generalised gamma rule for gamma and epsilon-gamma-box
+  (exact on a map without bias); epsilon with the pass's eps for the original's epsilon formulas
+  (0, 8, 54, 56, 114: eps = 1 keeps 40-64 % per join on open_nsfw); "gradient" (its own
+  backward) for 11, 99, 26, 166. ``benchmarks/conservation.py`` measures the candidates.
+
+Conservation of caffelrp's composites (zplus, epsilon-plus, epsilon-plus-flat, gamma,
+epsilon-gamma-box): their convolution and join rules take no bias, so each passes every neuron's
+R_j on in full, except where nothing can carry it -- no positive product under z+ (a neuron whose
+output is its bias: a folded BatchNorm shift), products summing to exactly 0 under gamma -- where
+R_j is dropped; the gamma denominator |sum_i (z_ij + gamma z^sigma_ij)| >= gamma |sum_i z^sigma_ij|
+cannot vanish while a product is non-zero. zplus keeps one sign everywhere, so it cannot create
+relevance; in the others only the epsilon inner product (its bias and stabiliser) and dropped
+neurons of the other sign change the total (tests/test_lrp_resnet.py checks every layer's
+share; open_nsfw keeps 97-98 % under epsilon-plus and gamma, 100 % under zplus).
 """
 from collections import namedtuple
 
@@ -92,7 +110,10 @@ def ZPLUS(where, s):
 
 
 def GAMMA(where, s):
-    return gamma(s.gamma)
+    # without the bias (like z+): a folded BatchNorm shift opposite in sign to a neuron's
+    # products would hand its inputs more than R_j, one of the same sign absorbs most of it
+    # (open_nsfw: 3-6 % of the relevance reached the input with the bias, 97-98 % without)
+    return gamma(s.gamma, bias=False)
 
 
 def Z_BOX(where, s):
@@ -129,8 +150,7 @@ def first_layer(first, other):
 
 def _linear(conv, ip=None, join=EPSILON):
     """Rule specs of the linear layers. ``join``: Eltwise SUM, a linear map with the weights
-    coeff_k (1 by default) from its bottoms to its top; epsilon (the composite's eps) by default,
-    so a residual join whose terms nearly cancel cannot create relevance."""
+    coeff_k (1 by default) from its bottoms to its top, and no bias (see "Eltwise" above)."""
     return {"Convolution": conv, "InnerProduct": conv if ip is None else ip, "Eltwise": join}
 
 
@@ -141,28 +161,28 @@ _AS_GRADIENT = dict(Eltwise=GRADIENT, Pooling=GRADIENT, LRN=GRADIENT)
 
 COMPOSITES = {
     0: _linear(EPSILON),
-    2: _linear(ALPHA_BETA),
-    100: _linear(ALPHA_BETA, EPSILON),
-    102: _linear(below_aux(FLAT, ALPHA_BETA), below_aux(FLAT, EPSILON)),
-    104: _linear(below_aux(W_SQUARE, ALPHA_BETA), below_aux(W_SQUARE, EPSILON)),
+    2: _linear(ALPHA_BETA, join=ZPLUS),
+    100: _linear(ALPHA_BETA, EPSILON, join=ZPLUS),
+    102: _linear(below_aux(FLAT, ALPHA_BETA), below_aux(FLAT, EPSILON), join=ZPLUS),
+    104: _linear(below_aux(W_SQUARE, ALPHA_BETA), below_aux(W_SQUARE, EPSILON), join=ZPLUS),
     114: _linear(below_aux(ALPHA_BETA, EPSILON)),
     54: _linear(below_aux(FLAT, EPSILON)),
     56: _linear(below_aux(W_SQUARE, EPSILON)),
-    58: _linear(below_aux(FLAT, ALPHA_BETA)),
-    60: _linear(below_aux(W_SQUARE, ALPHA_BETA)),
-    22: _linear(ALPHA_BETA_FC6_SWITCH),
-    6: _linear(first_layer(Z_BOX, ALPHA_BETA), ALPHA_BETA_FC6_SWITCH),
+    58: _linear(below_aux(FLAT, ALPHA_BETA), join=ZPLUS),
+    60: _linear(below_aux(W_SQUARE, ALPHA_BETA), join=ZPLUS),
+    22: _linear(ALPHA_BETA_FC6_SWITCH, join=ZPLUS),
+    6: _linear(first_layer(Z_BOX, ALPHA_BETA), ALPHA_BETA_FC6_SWITCH, join=ZPLUS),
     8: _linear(first_layer(Z_BOX, EPSILON), ALPHA_BETA_FC6_SWITCH),
-    18: _linear(first_layer(Z_BOX, ALPHA_BETA_FC6_SWITCH), ALPHA_BETA_FC6_SWITCH),
+    18: _linear(first_layer(Z_BOX, ALPHA_BETA_FC6_SWITCH), ALPHA_BETA_FC6_SWITCH, join=ZPLUS),
     26: dict(_linear(BACKPROJECTION, join=GRADIENT), ReLU="deconv"),
     166: dict(_linear(BACKPROJECTION, join=GRADIENT), ReLU="guided"),
     11: dict(_linear(BACKPROJECTION), ReLU=GRADIENT, **_AS_GRADIENT),
     99: dict(_linear(BACKPROJECTION), ReLU=GRADIENT, **_AS_GRADIENT, output="channel_norm"),
-    "zplus": _linear(ZPLUS),
-    "gamma": _linear(GAMMA, EPSILON),
-    "epsilon-plus": _linear(ZPLUS, EPSILON),
-    "epsilon-plus-flat": _linear(first_layer(FLAT_CONSERVATIVE, ZPLUS), EPSILON),
-    "epsilon-gamma-box": _linear(first_layer(Z_BOX, GAMMA), EPSILON),
+    "zplus": _linear(ZPLUS, join=ZPLUS),
+    "gamma": _linear(GAMMA, EPSILON, join=GAMMA),
+    "epsilon-plus": _linear(ZPLUS, EPSILON, join=ZPLUS),
+    "epsilon-plus-flat": _linear(first_layer(FLAT_CONSERVATIVE, ZPLUS), EPSILON, join=ZPLUS),
+    "epsilon-gamma-box": _linear(first_layer(Z_BOX, GAMMA), EPSILON, join=GAMMA),
 }
 
 # Readable names of the original's formula types (and aliases of caffelrp's composites).

@@ -358,21 +358,69 @@ class AlphaBeta(Rule):
         return "alpha_beta(alpha=%g, beta=%g)" % (self.alpha, self.beta)
 
 
-class Gamma(Epsilon):
-    """Gamma rule (Montavon et al., "Layer-wise relevance propagation: an overview", 2019): the
-    epsilon rule with weights w + gamma w+ and bias b + gamma b+ (``gamma_shifted``),
-    R_i = x_i sum_j (w_ij + gamma w+_ij) R_j / (z_j + gamma z+_j + eps sign),
-    with z+_j = sum_i x_i w+_ij + b+_j. ``gamma = 0`` is the epsilon rule."""
-    name = "gamma"
+class Gamma(Rule):
+    """Gamma rule, generalised to signed inputs and outputs (Montavon et al., "Layer-wise
+    relevance propagation: an overview", 2019, §10.2.3, for x >= 0 and z > 0; the sign-aware
+    form of zennit's ``rules.Gamma``): an output boosts the contributions of its own sign,
 
-    def __init__(self, gamma=0.25, eps=1e-6):
+        z_ij = x_i w_ij,  sigma_j = sign(z_j),  z^sigma_ij = max(0, z_ij) (z_j > 0) or
+        min(0, z_ij) (z_j < 0),
+        R_i = sum_j (z_ij + gamma z^sigma_ij) / d_j R_j,  d_j = sum_i (z_ij + gamma z^sigma_ij) + t_j
+        + eps sign(d_j), with t_j = b_j + gamma b^sigma_j (``bias=True``) or 0.
+
+    The denominator has the output's sign and |d_j| >= |z_j| (more so as gamma grows), so a
+    neuron whose terms nearly cancel cannot blow up; where z_j > 0 and x >= 0 it is the 2019
+    rule, i.e. the epsilon rule on the weights w + gamma w+ (``gamma_shifted``). Outputs with
+    z_j == 0 pass nothing. ``bias=False``: the bias takes no share (and cannot give one: with
+    the bias in, a bias opposite in sign to z_j hands the inputs more than R_j), so every output's
+    relevance reaches the inputs exactly. ``gamma = 0`` is the epsilon rule (bias in)."""
+    name = "gamma"
+    needs_z = True
+
+    def __init__(self, gamma=0.25, eps=1e-6, bias=True):
         if gamma < 0:
             raise ArgumentError("the gamma rule needs gamma >= 0, got %g" % gamma)
-        super().__init__(eps, gamma_shifted(gamma))
-        self.gamma = np.float32(gamma)
+        self.gamma, self.eps, self.use_bias = np.float32(gamma), np.float32(eps), bias
+
+    def columns(self, X, lin, R, z=None, aux=(), nonnegative=None):
+        g = self.gamma
+        if nonnegative is None:
+            nonnegative = not (X < 0).any()
+        if z is None:
+            z = _with_bias(lin.forward(X), lin)
+        if nonnegative:                          # (x w)^+ = x w+
+            zp = lin.forward(X, POSITIVE)
+        else:                                    # (x w)^+ = x+ w+ + x- w-
+            xp, xn = np.maximum(X, np.float32(0)), np.minimum(X, np.float32(0))
+            zp = lin.forward(xp, POSITIVE) + lin.forward(xn, NEGATIVE)
+        b = lin.bias()
+        contributions = z if b is None else z - b     # sum_i z_ij
+        # the sign that decides: the output's, or without the bias the products' own sum
+        signed = z if self.use_bias else contributions
+        positive = signed > 0
+        # sum_i z^sigma_ij: the positive products where z_j > 0, the negative ones where z_j < 0
+        own = np.where(positive, zp, contributions - zp)
+        d = contributions + g * own
+        if self.use_bias and b is not None:
+            d = d + b + g * np.where(positive, np.maximum(b, np.float32(0)),
+                                     np.minimum(b, np.float32(0)))
+        d = d + self.eps * np.sign(d)
+        keep = (signed != 0) & (d != 0)
+        s = _divide_where(R, d, keep)
+        sp = np.where(positive, s, np.float32(0)).astype(np.float32)
+        sn = (s - sp).astype(np.float32)
+        # R_i = x_i [W^T s + gamma (W+^T s+ + W-^T s-)] for x_i > 0, with W+ and W- exchanged
+        # for x_i < 0; with W- = W - W+: x_i > 0 meets W^T (s + gamma s-) + gamma W+^T (s+ - s-),
+        # x_i < 0 meets W^T (s + gamma s+) - gamma W+^T (s+ - s-)
+        shifted = g * lin.backward((sp - sn).astype(np.float32), POSITIVE)
+        pos = lin.backward((s + g * sn).astype(np.float32)) + shifted
+        if nonnegative:
+            return _times_input(X, pos.astype(np.float32))
+        neg = lin.backward((s + g * sp).astype(np.float32)) - shifted
+        return np.where(X > 0, X * pos, X * neg).astype(np.float32)
 
     def __repr__(self):
-        return "gamma(%g)" % self.gamma
+        return "gamma(%g%s)" % (self.gamma, "" if self.use_bias else ", no bias")
 
 
 class ZBox(Rule):
@@ -494,8 +542,8 @@ def zplus():
     return AlphaBeta(0.0, bias=False)
 
 
-def gamma(value=0.25, eps=1e-6):
-    return Gamma(value, eps)
+def gamma(value=0.25, eps=1e-6, bias=True):
+    return Gamma(value, eps, bias)
 
 
 def zbox(low, high):

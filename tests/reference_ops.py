@@ -8,7 +8,8 @@ import numpy as np
 
 
 def conv_out(size, k, pad, stride, dilation=1):
-    return (size + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+    span = size + 2 * pad - (dilation * (k - 1) + 1)
+    return int(span / stride) + 1        # C++ integer division truncates toward zero
 
 
 def pool_out(size, k, pad, stride, clip=None):

@@ -51,6 +51,34 @@ def test_convolution_matches_reference(tmp_path, shape, params, what):
     assert_close(run(net, x)["conv"], expected)
 
 
+@pytest.mark.parametrize("shape,params,out_hw", [
+    # (2 - 3) / 2 + 1: C++ truncates -1 / 2 to 0, one output; Python's floor would say 0 outputs
+    ((2, 3, 2, 2), "num_output: 4 kernel_size: 3 stride: 2", (1, 1)),
+    # height (4 - 5) / 3 + 1 = 1, width (7 - 3) / 2 + 1 = 3
+    ((1, 2, 4, 7), "num_output: 3 kernel_h: 5 kernel_w: 3 stride_h: 3 stride_w: 2", (1, 3)),
+    # extent 2 * (3 - 1) + 1 = 5: (3 - 5) / 3 + 1 = 1
+    ((2, 2, 3, 3), "num_output: 2 kernel_size: 3 dilation: 2 stride: 3", (1, 1)),
+])
+def test_kernel_overhanging_the_input_by_less_than_the_stride(tmp_path, shape, params, out_hw):
+    """Caffe's output size uses C++ integer division (truncation toward zero): a window that
+    overhangs the input by less than the stride is one output, reading zeros beyond the image."""
+    net = make_net(tmp_path, layer("conv", "Convolution",
+                                   params="convolution_param { %s }" % params), shape)
+    weights = randomize(net, seed=11)["conv"]
+    conv = net.layer("conv")
+    assert net.blob_shapes["conv"] == (shape[0], conv.num_output) + out_hw
+    x = np.random.default_rng(12).standard_normal(shape)
+    g = conv.geometry
+    args = dict(stride=(g.sh, g.sw), pad=(g.ph, g.pw), dilation=(g.dh, g.dw), group=conv.group)
+    assert_close(run(net, x)["conv"], ref.convolution(x, weights[0], weights[1], **args))
+    # backward-data against the transpose of the float64 map (row k: the k-th unit image's output)
+    dy = np.random.default_rng(13).standard_normal((shape[0], conv.num_output) + out_hw)
+    units = np.eye(int(np.prod(shape[1:]))).reshape((-1,) + shape[1:])
+    linear = ref.convolution(units, weights[0], None, **args).reshape(len(units), -1)
+    want = (dy.reshape(shape[0], -1) @ linear.T).reshape(shape)
+    assert_close(net.backward({"conv": dy.astype(np.float32)})["data"], want)
+
+
 DECONV_CASES = [
     ((2, 4, 5, 5), "num_output: 3 kernel_size: 4 stride: 2 pad: 1", "upsampling"),
     ((1, 4, 3, 4), "num_output: 4 kernel_size: 3 group: 2 dilation: 2", "groups, dilation"),

@@ -24,12 +24,18 @@ def rel_error(actual, expected):
 
 
 # ------------------------------------------------------------ float64 forms of the rules
-def ref_gamma_dense(a, W, b, R, g, eps):
-    wg = W + g * np.maximum(W, 0)                                # (J, I)
-    z = a[:, :, None] * wg.T[None]                               # (N, I, J)
-    zj = z.sum(axis=1) + b + g * np.maximum(b, 0)
-    s = R / (zj + eps * np.sign(zj))
-    return (z * s[:, None, :]).sum(axis=2)
+def ref_gamma_dense(a, W, b, R, g, eps, bias=True):
+    """The generalised gamma rule: each output boosts the products of its own sign (z_j > 0:
+    the positive ones, z_j < 0: the negative ones), the bias likewise when it takes a share."""
+    z = a[:, :, None] * W.T[None]                                # (N, I, J) products z_ij
+    zj = z.sum(axis=1) + (b if bias else 0)                      # the sum whose sign decides
+    up = (zj > 0)[:, None, :]
+    num = z + g * np.where(up, np.maximum(z, 0), np.minimum(z, 0))
+    d = num.sum(axis=1)
+    if bias:
+        d = d + b + g * np.where(zj > 0, np.maximum(b, 0), np.minimum(b, 0))
+    s = np.where(zj != 0, R / (d + eps * np.sign(d)), 0)
+    return (num * s[:, None, :]).sum(axis=2)
 
 
 def ref_zplus_dense(a, W, R):
@@ -67,16 +73,33 @@ def ref_zbox_conv(x, low, high, W, b, R, pad, stride):
 
 def test_gamma_rule_matches_float64_form_and_reduces_to_epsilon():
     rng = np.random.default_rng(21)
-    a = f32(np.abs(rng.standard_normal((3, 12))))
     W, b, R = f32(rng.standard_normal((5, 12))), f32(rng.standard_normal(5)), f32(
         rng.standard_normal((3, 5)))
-    for g in (0.0, 0.25, 2.0):
-        got = dense_relevance(gamma(g, eps=1e-3), a, W, b, R)
-        want = ref_gamma_dense(*(v.astype(np.float64) for v in (a, W, b, R)), g, 1e-3)
-        assert close(got, want), g
+    for a in (f32(np.abs(rng.standard_normal((3, 12)))), f32(rng.standard_normal((3, 12)))):
+        for g in (0.0, 0.25, 2.0):
+            for bias in (True, False):
+                got = dense_relevance(gamma(g, eps=1e-3, bias=bias), a, W, b, R)
+                want = ref_gamma_dense(*(v.astype(np.float64) for v in (a, W, b, R)), g, 1e-3,
+                                       bias)
+                # float32 GEMMs; without the bias and g = 0 the denominator is a plain sum of
+                # mixed-sign products (measured 2.3e-5 relative there)
+                assert close(got, want, rtol=1e-4), (g, bias)
     np.testing.assert_allclose(dense_relevance(gamma(0.0, eps=0.5), a, W, b, R),
                                dense_relevance(caffelrp.rules.epsilon(0.5), a, W, b, R), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_gamma_denominator_keeps_the_sign_and_size_of_a_negative_output():
+    """z_j < 0 with large positive products: z + gamma z+ (the 2019 form for z > 0) would be
+    near 0 or of the other sign; the generalised rule divides by z + gamma z- instead, so the
+    total passed on stays R_j (no bias) and every share is bounded."""
+    a = f32(np.array([[1.0, 1.0]]))
+    W = f32(np.array([[1.0, -1.2]]))                    # z = -0.2, z+ = 1.0: z + 0.25 z+ = 0.05
+    R = f32(np.array([[1.0]]))
+    got = dense_relevance(gamma(0.25, eps=0.0, bias=False), a, W, None, R)
+    # by hand: d = -0.2 + 0.25 * -1.2 = -0.5, R_1 = 1 / -0.5, R_2 = -1.2 * 1.25 / -0.5
+    np.testing.assert_allclose(got, [[-2.0, 3.0]], rtol=1e-6)
+    assert abs(got.sum() - 1.0) < 1e-6
 
 
 def test_zplus_takes_positive_contributions_without_bias_and_conserves():
@@ -398,10 +421,10 @@ def test_folded_net_follows_new_weights(tmp_path):
     np.testing.assert_allclose(after.params["c1"][0], 2 * before.params["c1"][0], rtol=1e-6)
 
 
-def test_eltwise_sum_is_an_epsilon_join_and_creates_no_relevance(tmp_path):
+def test_eltwise_sum_under_alpha_beta_is_a_zplus_join_and_creates_no_relevance(tmp_path):
     """The folded twin (no biases: zero the shifts), alpha-beta with beta 0: the residual join
-    is a linear map with unit weights under the epsilon rule with the pass's eps (issue 12), so
-    R_k = x_k R / (y + eps sign(y)); it only absorbs (|R out| <= |R in| per position)."""
+    is a linear map with unit weights under z+, alpha-beta's conservative member (issue 12), so
+    R_k = x_k^+ R / sum_j x_j^+: all of R where an input is positive, nothing elsewhere."""
     _, folded, x = residual_pair(tmp_path)
     for name in ("c1", "c2", "ip"):
         folded.params[name][1][...] = 0
@@ -409,15 +432,17 @@ def test_eltwise_sum_is_an_epsilon_join_and_creates_no_relevance(tmp_path):
     assert (np.abs(res.input.reshape(2, -1).sum(axis=1, dtype=np.float64))
             <= np.abs(res.injected) * (1 + 1e-5)).all()
     row = [r for r in res.ledger if r.name == "sum"][0]
-    assert "epsilon" in row.rule
+    assert "zplus" in row.rule
     assert (np.abs(row.relevance_out) <= np.abs(row.relevance_in) * (1 + 1e-6)).all()
     index = {name: i for i, (name, _) in enumerate(folded.layers)}
     c2 = folded.layer_top_values(index["c2"])[0].astype(np.float64)
     r_sum = res.blobs["sum"].astype(np.float64)
     y = folded.layer_top_values(index["sum"])[0].astype(np.float64)     # relu(c1) + c2
+    positive = (y - c2) + np.maximum(c2, 0)                             # relu(c1) + c2^+
+    want = np.where(positive > 0, np.maximum(c2, 0) * r_sum / np.where(positive > 0, positive, 1),
+                    0)
     # float32 pass vs float64 formula: rounding of one division
-    np.testing.assert_allclose(res.blobs["c2"], c2 * r_sum / (y + 0.5 * np.sign(y)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(res.blobs["c2"], want, rtol=1e-5, atol=1e-6)
 
 
 def test_eltwise_max_gives_all_to_the_first_maximum(tmp_path):

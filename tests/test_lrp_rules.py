@@ -669,11 +669,17 @@ def test_epsilon_rule_with_a_users_weight_modifier_matches_float64_form():
     assert repr(epsilon(0.1, weights=clipped)) == "epsilon(0.1, weights=clipped)"
 
 
-def test_gamma_is_epsilon_on_gamma_shifted_weights():
+def test_gamma_is_epsilon_on_gamma_shifted_weights_for_positive_inputs_and_outputs():
+    """Montavon et al. 2019's form (x >= 0, z > 0): the epsilon rule on w + gamma w+."""
     from caffelrp.rules import gamma, gamma_shifted
     rng = np.random.default_rng(43)
-    a, W = f32(rng.standard_normal((2, 6))), f32(rng.standard_normal((4, 6)))
-    b, R = f32(rng.standard_normal(4)), f32(rng.standard_normal((2, 4)))
-    np.testing.assert_array_equal(
+    a, W = f32(np.abs(rng.standard_normal((2, 6)))), f32(rng.standard_normal((4, 6)))
+    b, R = f32(np.abs(rng.standard_normal(4)) + 6.0), f32(rng.standard_normal((2, 4)))
+    assert (a @ W.T + b > 0).all()
+    # the same values through other float32 products (W+ separately): rounding only
+    np.testing.assert_allclose(
         dense_relevance(gamma(0.25, eps=1e-3), a, W, b, R),
-        dense_relevance(epsilon(1e-3, weights=gamma_shifted(0.25)), a, W, b, R))
+        dense_relevance(epsilon(1e-3, weights=gamma_shifted(0.25)), a, W, b, R), rtol=1e-5,
+        atol=1e-6)
+
+

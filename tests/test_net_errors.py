@@ -79,6 +79,22 @@ def test_kernel_larger_than_input_names_the_layer(tmp_path):
         make_net(tmp_path, body, (1, 3, 5, 5))
 
 
+@pytest.mark.parametrize("side, params, what", [
+    # (5 - 11) / 1 + 1 = -5: Caffe's Blob::Reshape fails its CHECK_GE(shape, 0)
+    (5, "kernel_size: 11", "output would be -5x-5, which Caffe refuses"),
+    # (1 - 5) / 2 + 1 = -2 + 1 = -1 (C++ truncates -4 / 2 to -2)
+    (1, "kernel_size: 5 stride: 2", "output would be -1x-1, which Caffe refuses"),
+    # (2 - 3) / 1 + 1 = 0: an empty top in Caffe
+    (2, "kernel_size: 3", "output would be 0x0 \\(an empty blob in Caffe"),
+    # (1 - 4) / 2 + 1 = -1 + 1 = 0 in C++ (floor division would say -1)
+    (1, "kernel_size: 4 stride: 2", "output would be 0x0 \\(an empty blob in Caffe"),
+])
+def test_convolution_output_size_caffe_cannot_use(tmp_path, side, params, what):
+    body = layer("conv", "Convolution", params="convolution_param { num_output: 2 %s }" % params)
+    with pytest.raises(caffelrp.ShapeError, match="layer 0 'conv'.*too small.*" + what):
+        make_net(tmp_path, body, (1, 3, side, side))
+
+
 def test_wrong_channel_count_to_forward(tmp_path):
     net = make_net(tmp_path, CONV, (1, 3, 9, 9))
     with pytest.raises(caffelrp.InputShapeError, match=r"\(N, 3, 9, 9\).*'conv'"):

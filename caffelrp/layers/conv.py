@@ -1,13 +1,17 @@
 """Convolution and Deconvolution (caffe-format.md §3.1, §3.2): im2col + one GEMM per group.
 
-The batch is folded into the columns of the im2col matrix (columns n*OH*OW + oh*OW + ow), so one
-GEMM covers several images; the images are taken in chunks that bound the column matrix.
+Every pass goes through one loop, ``ColumnLayout``: it takes the batch in blocks of images, forms
+a block's column matrix (im2col; a 1x1 stride-1 unpadded convolution's images are their own) and
+turns a column-layout result back into images (col2im, or the transpose for 1x1). Small output
+planes fold several images into the columns of one matrix (columns n*OH*OW + oh*OW + ow), so one
+GEMM covers them; the blocks are bounded by the column budget.
 
-The gradients are the adjoint maps on the same kernels: a Convolution's is W^T dy (one GEMM per
-group and chunk of images) then col2im; a Deconvolution's is im2col of dy then W dcol.
+``convolve`` (W im2col(x)) is a Convolution's forward and a Deconvolution's backward-data pass;
+``convolve_transposed`` (col2im(W^T dy)) a Convolution's backward-data pass and a
+Deconvolution's forward. Winograd (3x3 stride 1) and Caffe-exact mode dispatch before the loop.
 
 Relevance (a Convolution's): the rule the composite gives (``caffelrp.rules``) works on the
-column matrices of the same chunks -- im2col of the input (and of the images the rule asks for,
+column matrices of the same blocks -- im2col of the input (and of the images the rule asks for,
 e.g. z^B's bounds), the rule per group, col2im of the result (entries in the zero padding are
 dropped, as in the original). The rules never see the layout.
 """
@@ -20,13 +24,14 @@ from ..rules import LinearMap
 from ..threads import get_num_threads, threads_for
 from .base import Layer, register
 
-# Upper bound of one im2col matrix, in bytes (chunks of images are sized to stay below it).
+# Upper bound of one im2col matrix, in bytes (blocks of images are sized to stay below it).
 COLUMN_BUDGET = 256 << 20
 # Output planes of at most one GEMM column block (256 values: 13 x 13, 14 x 14, 7 x 7) are
-# multiplied for the whole chunk of images at once: one image's product there is a single block of
+# multiplied for a whole block of images at once: one image's product there is a single block of
 # the GEMM kernel, i.e. one thread. Larger planes keep one product per image: they already split
-# into blocks for every thread, and batching them would only add the transposed copies of the
-# input (1x1) and the output (measured on GoogLeNet's 28 x 28 layers: slower at batch 8).
+# into blocks for every thread, and batching them would only add transposed copies of the inputs
+# and outputs (measured on GoogLeNet's 28 x 28 layers: slower at batch 8). ColumnLayout.blocks
+# decides it for every pass.
 BATCHED_SPATIAL = 256
 
 
@@ -70,10 +75,15 @@ class ConvGeometry:
             raise layer.config_error("dilation must be positive")
 
     def conv_out(self, h, w):
-        """Output size of a convolution (floor division, §3.1)."""
-        oh = (h + 2 * self.ph - (self.dh * (self.kh - 1) + 1)) // self.sh + 1
-        ow = (w + 2 * self.pw - (self.dw * (self.kw - 1) + 1)) // self.sw + 1
-        return oh, ow
+        """Output size of a convolution as Caffe computes it (§3.1): (in + 2 pad - extent) /
+        stride + 1 with C++ integer division, which truncates toward zero. A kernel that overhangs
+        the padded input by less than the stride therefore still gives one output (its window
+        reads zeros there), where Python's floor division would give none."""
+        def size(n, k, p, s, d):
+            span = n + 2 * p - (d * (k - 1) + 1)
+            return (span // s if span >= 0 else -(-span // s)) + 1
+        return (size(h, self.kh, self.ph, self.sh, self.dh),
+                size(w, self.kw, self.pw, self.sw, self.dw))
 
     def deconv_out(self, h, w):
         """Output size of a deconvolution (§3.2)."""
@@ -86,27 +96,168 @@ class ConvGeometry:
 
     @property
     def is_pointwise(self):
-        """1x1, stride 1, no pad: the input itself is the column matrix."""
-        return (self.kh == self.kw == 1 and self.sh == self.sw == 1 and self.ph == self.pw == 0)
+        return is_pointwise(self.args())
 
 
-def channels_as_rows(a):
-    """(m, C, ...) -> (C, m*...): the column order of a multi-image im2col matrix (image n's
-    columns n*P .. (n+1)*P - 1), e.g. of a 1x1 convolution's input or a chunk's output."""
+def is_pointwise(geometry):
+    """1x1, stride 1, no pad (``geometry`` = (kh, kw, ph, pw, sh, sw, dh, dw)): the input itself
+    is the column matrix, no im2col and no col2im."""
+    kh, kw, ph, pw, sh, sw = geometry[:6]
+    return kh == kw == 1 and sh == sw == 1 and ph == pw == 0
+
+
+def channels_as_rows(a, role):
+    """(m, C, ...) float32 -> (C, m*...): the column order of a multi-image im2col matrix (image
+    n's columns n*P .. (n+1)*P - 1), e.g. of a 1x1 convolution's input or a block's output. One
+    image is a view; several are copied into the scratch buffer ``role``."""
     m, c = a.shape[:2]
     if m == 1:
         return a.reshape(c, -1)
-    return np.ascontiguousarray(a.reshape(m, c, -1).transpose(1, 0, 2)).reshape(c, -1)
+    out = scratch.take(role, (c, m, a[0, 0].size))
+    out[...] = a.reshape(m, c, -1).transpose(1, 0, 2)
+    return out.reshape(c, -1)
 
 
-def images_per_chunk(column_rows, spatial):
-    """How many images one im2col matrix of ``column_rows`` x ``spatial`` columns per image may
-    hold within ``COLUMN_BUDGET`` (at least one)."""
-    return max(1, COLUMN_BUDGET // max(column_rows * spatial * 4, 1))
+def rows_as_channels(rows, out):
+    """The inverse of ``channels_as_rows``: (C, m*P) into ``out`` (m, C, ...); nothing to do
+    when ``rows`` is already a view of ``out`` (one image)."""
+    if np.may_share_memory(rows, out):
+        return
+    m, c = out.shape[:2]
+    out.reshape(m, c, -1)[...] = rows.reshape(c, m, -1).transpose(1, 0, 2)
+
+
+def rows_buffer(out, role):
+    """Where a (C, m*P) result destined for ``out`` (m, C, ...) is formed: ``out`` itself for one
+    image, else the scratch buffer ``role`` (``rows_as_channels`` then moves it)."""
+    m, c = out.shape[:2]
+    if m == 1:
+        return out.reshape(c, -1)
+    return scratch.take(role, (c, m * out[0, 0].size))
 
 
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class ColumnLayout:
+    """The column matrices of one convolution call, and ``run``, the loop of every pass over a
+    convolution (forward, backward-data, relevance; a Deconvolution's two as their adjoints).
+
+    ``geometry`` = (kh, kw, ph, pw, sh, sw, dh, dw), ``shape`` = (N, C, H, W) of the images the
+    columns are taken from, ``out_hw`` = (OH, OW), the positions the kernel is applied at. Row
+    (c*kh + u)*kw + v of a block's matrix is channel c under kernel tap (u, v); column n*OH*OW + p
+    is image n of the block at output position p (caffe-format.md §3.1)."""
+
+    def __init__(self, geometry, shape, out_hw):
+        self.args = tuple(int(v) for v in geometry)
+        kh, kw = self.args[:2]
+        self.n, self.c, self.h, self.w = shape
+        self.oh, self.ow = out_hw
+        self.spatial = self.oh * self.ow
+        self.rows = self.c * kh * kw
+        self.pointwise = is_pointwise(self.args)
+
+    def blocks(self):
+        """Image ranges (n0, m) that one column matrix covers. Small output planes (at most
+        BATCHED_SPATIAL) take as many images as COLUMN_BUDGET allows, so that one GEMM covers
+        them; larger ones one image (Caffe's order), whose column and row matrices are views of
+        the images wherever the layout allows (no transposed copies)."""
+        step = 1
+        if self.spatial <= BATCHED_SPATIAL:   # as many as fit COLUMN_BUDGET (at least one)
+            step = max(1, COLUMN_BUDGET // max(self.rows * self.spatial * 4, 1))
+        return [(n0, min(step, self.n - n0)) for n0 in range(0, self.n, step)]
+
+    def run(self, out, body, images=(), rows=(), result="images"):
+        """For each block of ``blocks``: the column matrices of ``images`` (arrays shaped like
+        the layout's input), the row matrices (O, m*OH*OW) of ``rows`` (arrays (N, O, OH, OW), or
+        None), then ``body(cols, rows, buffer)`` returns the block's result -- in column layout
+        (C*kh*kw, m*OH*OW) for ``result="images"``, which ``to_images`` folds into ``out``; in
+        row layout (O', m*OH*OW) for ``result="rows"``, transposed into ``out`` (N, O', ...).
+        ``buffer()`` is a place to form it: a view of ``out`` where the layout allows, else a
+        scratch buffer. Returns ``out``."""
+        # the result may take the column buffer when no input columns are alive in it
+        result_role = "conv-result" if images else scratch.COLUMNS
+        for n0, m in self.blocks():
+            block = out[n0:n0 + m]
+            cols = [self.columns(a[n0:n0 + m], scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j))
+                    for j, a in enumerate(images)]
+            row_blocks = [None if a is None else channels_as_rows(_f32(a[n0:n0 + m]), ("rows", j))
+                          for j, a in enumerate(rows)]
+            if result == "rows":
+                got = body(cols, row_blocks, lambda: rows_buffer(block, "conv-out"))
+                rows_as_channels(got, block)
+            else:
+                got = body(cols, row_blocks, lambda: self.result_buffer(block, result_role))
+                self.to_images(got, block)
+        return out
+
+    def columns(self, images, role=scratch.COLUMNS):
+        """The column matrix (C*kh*kw, m*OH*OW) of a block of images (m, C, H, W): im2col into
+        the scratch buffer ``role``, or for a pointwise convolution the images themselves."""
+        images = _f32(images)
+        if self.pointwise:
+            return channels_as_rows(images, role)
+        col = scratch.take(role, (self.rows, images.shape[0] * self.spatial))
+        im2col(images, *self.args, self.oh, self.ow, col, threads_for(col.size))
+        return col
+
+    def result_buffer(self, out, role):
+        """Where a block's column-layout result destined for ``out`` (m, C, H, W) is formed:
+        ``out`` itself for one image of a pointwise convolution, else a scratch buffer."""
+        if self.pointwise:
+            return rows_buffer(out, role)
+        return scratch.take(role, (self.rows, out.shape[0] * self.spatial))
+
+    def to_images(self, cols, out):
+        """A block's column-layout result (C*kh*kw, m*OH*OW) back into images ``out``
+        (m, C, H, W): col2im (each entry the sum over the windows that hold it; entries in the
+        zero padding are dropped), or for a pointwise convolution the transpose."""
+        if self.pointwise:
+            rows_as_channels(cols, out)
+        else:
+            col2im(_f32(cols), out.shape[0], self.c, self.h, self.w, *self.args, self.oh,
+                   self.ow, out, threads_for(out.size))
+
+
+def _grouped_matmul(weights, groups, a, out, transposed=False):
+    """out = W_g a_g for every group g (W_g^T a_g with ``transposed``), returned: weights (O, K)
+    with O/groups rows per group, a and out split into groups along their rows alike."""
+    og = weights.shape[0] // groups
+    k = weights.shape[1]
+    threads = get_num_threads()
+    for g in range(groups):
+        w = weights[g * og:(g + 1) * og]
+        if transposed:
+            matmul(w.T, a[g * og:(g + 1) * og], out[g * k:(g + 1) * k], threads)
+        else:
+            matmul(w, a[g * k:(g + 1) * k], out[g * og:(g + 1) * og], threads)
+    return out
+
+
+def _add_bias(y, bias):
+    # over each (N, O) plane as one row: numpy's inner loop then runs over OH*OW, not OW
+    n, o, h, w = y.shape
+    y.reshape(n, o, h * w)[...] += bias[None, :, None]   # (a batch may be empty)
+
+
+def convolve(weights, groups, geometry, x, out_hw):
+    """W im2col(x) without bias, (N, O, OH, OW): weights (O, C/groups*kh*kw), x (N, C, H, W).
+    A Convolution's forward, and a Deconvolution's backward-data pass (its weights read as a
+    convolution's, caffe-format.md §3.2)."""
+    y = np.empty((x.shape[0], weights.shape[0]) + tuple(out_hw), dtype=np.float32)
+    return ColumnLayout(geometry, x.shape, out_hw).run(
+        y, lambda cols, rows, buffer: _grouped_matmul(weights, groups, cols[0], buffer()),
+        images=(x,), result="rows")
+
+
+def convolve_transposed(weights, groups, geometry, dy, shape):
+    """col2im(W^T dy), shaped ``shape`` (N, C, H, W): the adjoint of ``convolve`` for dy
+    (N, O, OH, OW). A Convolution's backward-data pass, and a Deconvolution's forward."""
+    return ColumnLayout(geometry, shape, dy.shape[2:]).run(
+        np.empty(shape, dtype=np.float32),
+        lambda cols, rows, buffer: _grouped_matmul(weights, groups, rows[0], buffer(),
+                                                   transposed=True), rows=(dy,))
 
 
 def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
@@ -115,57 +266,37 @@ def conv_relevance(rule, x, W, b, R, geometry, group=1, z=None, cache=None):
     (kh, kw, ph, pw, sh, sw, dh, dw) and z (N, O, OH, OW), the forward output, or None (the rule
     forms it); ``cache``: the layer's dict for weight parts.
 
-    Images go through in chunks whose column matrix stays within the column budget, so that one
-    GEMM covers several images where the layer is small (VGG-16's conv5: 196 columns per image);
-    the temporaries live in scratch buffers, consumed by col2im before the next chunk."""
+    The rule works on the column matrices of the blocks of ``ColumnLayout`` (several images per
+    GEMM where the layer is small: VGG-16's conv5 has 196 columns per image); the temporaries
+    live in scratch buffers, consumed by col2im before the next block."""
     x = _f32(x)
     R = _f32(R)
-    n, c, h, w = x.shape
-    o, oh, ow = R.shape[1], R.shape[2], R.shape[3]
+    o = R.shape[1]
     kh, kw = geometry[0], geometry[1]
-    cg, og = c // group, o // group
-    k = cg * kh * kw
+    og = o // group
+    k = (x.shape[1] // group) * kh * kw
     weights = _f32(W).reshape(o, k)
     maps = [LinearMap(weights[g * og:(g + 1) * og],
                       None if b is None else b[g * og:(g + 1) * og], cache=cache,
                       key=("group", g), use_scratch=True) for g in range(group)]
     images = (x,) + tuple(np.broadcast_to(np.asarray(v, np.float32), x.shape)
                           for v in rule.aux_images(x))
-    out = np.empty_like(x)
-    threads = get_num_threads()
     nonnegative = not (x < 0).any()    # zero padding keeps the columns so, too
-    # 1x1, stride 1, no pad: the images are their own column matrix (no im2col, no col2im)
-    pointwise = kh == kw == 1 and geometry[4] == geometry[5] == 1 and \
-        geometry[2] == geometry[3] == 0
-    chunk = images_per_chunk(c * kh * kw, oh * ow)
-    for n0 in range(0, n, chunk):
-        m = min(chunk, n - n0)
-        cols = []
-        for j, image in enumerate(images):
-            if pointwise:
-                cols.append(channels_as_rows(_f32(image[n0:n0 + m])))
-                continue
-            col = scratch.take(scratch.COLUMNS if j == 0 else (scratch.COLUMNS, j),
-                               (c * kh * kw, m * oh * ow))
-            im2col(_f32(image[n0:n0 + m]), *geometry, oh, ow, col, threads_for(col.size))
-            cols.append(col)
-        r_c = channels_as_rows(R[n0:n0 + m])
-        z_c = None if z is None else channels_as_rows(_f32(z[n0:n0 + m]))
+
+    def block(cols, rows, buffer):
+        (X, *aux), (r_c, z_c) = cols, rows
         if group == 1:
-            rel = rule.conv_columns(cols[0], maps[0], r_c, z_c, tuple(cols[1:]), kh * kw,
-                                    nonnegative)
-        else:
-            rel = scratch.take("lrp-groups", cols[0].shape)
-            for g, lin in enumerate(maps):
-                rows, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
-                rel[rows] = rule.conv_columns(
-                    cols[0][rows], lin, r_c[outs], None if z_c is None else z_c[outs],
-                    tuple(col[rows] for col in cols[1:]), kh * kw, nonnegative)
-        if pointwise:
-            out[n0:n0 + m] = rel.reshape(c, m, h, w).transpose(1, 0, 2, 3)
-        else:
-            col2im(_f32(rel), m, c, h, w, *geometry, oh, ow, out[n0:n0 + m], threads)
-    return out
+            return rule.conv_columns(X, maps[0], r_c, z_c, tuple(aux), kh * kw, nonnegative)
+        rel = buffer()
+        for g, lin in enumerate(maps):
+            ins, outs = slice(g * k, (g + 1) * k), slice(g * og, (g + 1) * og)
+            rel[ins] = rule.conv_columns(X[ins], lin, r_c[outs],
+                                         None if z_c is None else z_c[outs],
+                                         tuple(a[ins] for a in aux), kh * kw, nonnegative)
+        return rel
+
+    return ColumnLayout(geometry, x.shape, R.shape[2:]).run(np.empty_like(x), block,
+                                                            images=images, rows=(R, z))
 
 
 class _ConvBase(Layer):
@@ -204,6 +335,9 @@ class _ConvBase(Layer):
                                    % (first[1], self.group))
         return first
 
+    def backward(self, bottoms, tops, top_diffs):
+        return [self._backward_data(dy, x.shape) for x, dy in zip(bottoms, top_diffs)]
+
 
 @register("Convolution")
 class Convolution(_ConvBase):
@@ -216,12 +350,17 @@ class Convolution(_ConvBase):
 
     def reshape(self, bottom_shapes):
         n, c, h, w = self.check_bottoms(bottom_shapes)
-        oh, ow = self.geometry.conv_out(h, w)
+        g = self.geometry
+        oh, ow = g.conv_out(h, w)
         if oh <= 0 or ow <= 0:
-            raise self.shape_error("input %dx%d is too small for a %dx%d kernel (pad %d,%d, "
-                                   "dilation %d,%d)" % (h, w, self.geometry.kh, self.geometry.kw,
-                                                        self.geometry.ph, self.geometry.pw,
-                                                        self.geometry.dh, self.geometry.dw))
+            # Caffe's Blob::Reshape refuses a negative size (CHECK_GE(shape[i], 0)); a zero one
+            # makes an empty top, which no later layer can use and caffelrp does not run
+            raise self.shape_error(
+                "input %dx%d is too small for a %dx%d kernel (pad %d,%d, stride %d,%d, dilation "
+                "%d,%d): the output would be %dx%d%s" % (
+                    h, w, g.kh, g.kw, g.ph, g.pw, g.sh, g.sw, g.dh, g.dw, oh, ow,
+                    ", which Caffe refuses" if min(oh, ow) < 0 else
+                    " (an empty blob in Caffe, which caffelrp does not run)"))
         return [(n, self.num_output, oh, ow)] * len(bottom_shapes)
 
     def forward(self, bottoms):
@@ -231,92 +370,19 @@ class Convolution(_ConvBase):
         return [winograd.forward(self, x) if winograd.applies(self, x.shape) else
                 self._convolve(x) for x in bottoms]
 
-    def columns(self, x):
-        """The im2col matrix of x, (C*kh*kw, N*OH*OW), in a scratch buffer (valid until the next
-        call). The forward does not call it for 1x1 convolutions, which read x as it is."""
-        g = self.geometry
-        n, c, h, w = x.shape
-        oh, ow = g.conv_out(h, w)
-        col = scratch.take(scratch.COLUMNS, (c * g.kh * g.kw, n * oh * ow))
-        im2col(x, *g.args(), oh, ow, col, threads_for(col.size))
-        return col
-
     def _convolve(self, x):
-        n, c, h, w = x.shape
-        oh, ow = self.geometry.conv_out(h, w)
-        o, groups = self.num_output, self.group
-        og, k = o // groups, self.blobs[0][0].size
-        weights = self.blobs[0].reshape(o, k)
-        y = np.empty((n, o, oh * ow), dtype=np.float32)
-        chunk = images_per_chunk(k * groups, oh * ow)
-        threads = get_num_threads()
-        pointwise = self.geometry.is_pointwise
-        for n0 in range(0, n, chunk):
-            xs = x[n0:n0 + chunk]
-            m = xs.shape[0]
-            if m > 1 and oh * ow <= BATCHED_SPATIAL:
-                # a small layer: one GEMM per group over the whole chunk (the per-image
-                # products are too thin to keep the threads busy), then the image-major copy
-                cols = channels_as_rows(xs) if pointwise else self.columns(xs)
-                out = scratch.take("conv-out", (o, m * oh * ow))
-                for gi in range(groups):
-                    matmul(weights[gi * og:(gi + 1) * og], cols[gi * k:(gi + 1) * k],
-                           out[gi * og:(gi + 1) * og], threads)
-                y[n0:n0 + m] = out.reshape(o, m, oh * ow).transpose(1, 0, 2)
-                continue
-            # a 1x1 convolution reads each image as it is (no transposed copy of the batch)
-            col = None if pointwise else self.columns(xs)
-            # one GEMM per image and group, written straight into the output: image i's columns
-            # are col[:, i*OH*OW:(i+1)*OH*OW]
-            for i in range(m):
-                cols = xs[i].reshape(c, h * w) if pointwise else \
-                    col[:, i * oh * ow:(i + 1) * oh * ow]
-                for gi in range(groups):
-                    matmul(weights[gi * og:(gi + 1) * og], cols[gi * k:(gi + 1) * k],
-                           y[n0 + i, gi * og:(gi + 1) * og], threads)
+        y = convolve(self.blobs[0].reshape(self.num_output, -1), self.group,
+                     self.geometry.args(), x, self.geometry.conv_out(*x.shape[2:]))
         if self.bias_term:
-            y += self.blobs[1][None, :, None]
-        return y.reshape(n, o, oh, ow)
-
-    def backward(self, bottoms, tops, top_diffs):
-        return [self._backward_data(dy, x.shape) for x, dy in zip(bottoms, top_diffs)]
+            _add_bias(y, self.blobs[1])
+        return y
 
     def _backward_data(self, dy, shape):
         """dx = col2im(W^T dy), the transposed convolution of dy."""
         if winograd.applies(self, shape):
             return winograd.backward_data(self, dy, shape)
-        g = self.geometry
-        n, c, h, w = shape
-        oh, ow = g.conv_out(h, w)
-        o, groups = self.num_output, self.group
-        og, k = o // groups, self.blobs[0][0].size
-        weights = self.blobs[0].reshape(o, k)
-        dy = np.ascontiguousarray(dy, dtype=np.float32).reshape(n, o, oh * ow)
-        dx = np.empty((n, c, h, w), dtype=np.float32)
-        threads = get_num_threads()
-        if g.is_pointwise and (n == 1 or oh * ow > BATCHED_SPATIAL):
-            # 1x1: W^T dy is dx itself, image by image (no col2im, no transpose)
-            cg = c // groups
-            for i in range(n):
-                for gi in range(groups):
-                    matmul(weights[gi * og:(gi + 1) * og].T, dy[i, gi * og:(gi + 1) * og],
-                           dx[i, gi * cg:(gi + 1) * cg].reshape(cg, h * w), threads)
-            return dx
-        chunk = images_per_chunk(k * groups, oh * ow)
-        for n0 in range(0, n, chunk):
-            d = dy[n0:n0 + chunk]
-            m = d.shape[0]
-            rows = channels_as_rows(d)   # dy in the column layout of the forward's im2col matrix
-            col = scratch.take(scratch.COLUMNS, (k * groups, m * oh * ow))
-            for gi in range(groups):
-                matmul(weights[gi * og:(gi + 1) * og].T, rows[gi * og:(gi + 1) * og],
-                       col[gi * k:(gi + 1) * k], threads)
-            if g.is_pointwise:   # the column matrix is dx in the channels-as-rows layout
-                dx[n0:n0 + m] = col.reshape(c, m, h, w).transpose(1, 0, 2, 3)
-            else:
-                col2im(col, m, c, h, w, *g.args(), oh, ow, dx[n0:n0 + m],
-                       threads_for(m * c * h * w))
-        return dx
+        return convolve_transposed(self.blobs[0].reshape(self.num_output, -1), self.group,
+                                   self.geometry.args(), dy, shape)
 
     rule_key = "Convolution"
 
@@ -363,47 +429,19 @@ class Deconvolution(_ConvBase):
         return [self._deconvolve(x) for x in bottoms]
 
     def _deconvolve(self, x):
+        # the transposed convolution whose weights are these (C_in, num_output/g, kh, kw): a
+        # convolution of num_output channels into C_in of the same geometry (§3.2)
         g = self.geometry
-        n, c, h, w = x.shape
-        oh, ow = g.deconv_out(h, w)
-        groups, o = self.group, self.num_output
-        cg = c // groups
-        rows = (o // groups) * g.kh * g.kw
-        xcols = channels_as_rows(x)
-        col = np.empty((o * g.kh * g.kw, n * h * w), dtype=np.float32)
-        for gi in range(groups):
-            wg = self.blobs[0][gi * cg:(gi + 1) * cg].reshape(cg, rows)
-            matmul(wg.T, xcols[gi * cg:(gi + 1) * cg], col[gi * rows:(gi + 1) * rows],
-                   get_num_threads())
-        y = np.empty((n, o, oh, ow), dtype=np.float32)
-        # the deconvolution's input plays the role of a convolution's output of the same geometry
-        col2im(col, n, o, oh, ow, *g.args(), h, w, y, get_num_threads())
+        y = convolve_transposed(self.blobs[0].reshape(x.shape[1], -1), self.group, g.args(), x,
+                                (x.shape[0], self.num_output) + g.deconv_out(*x.shape[2:]))
         if self.bias_term:
-            y += self.blobs[1][None, :, None, None]
+            _add_bias(y, self.blobs[1])
         return y
-
-    def backward(self, bottoms, tops, top_diffs):
-        return [self._backward_data(dy, x.shape) for x, dy in zip(bottoms, top_diffs)]
 
     def _backward_data(self, dy, shape):
         """dx = W im2col(dy): the convolution of dy with the deconvolution's geometry."""
-        g = self.geometry
-        n, c, h, w = shape
-        _, o, oh, ow = dy.shape
-        groups = self.group
-        cg = c // groups
-        rows = (o // groups) * g.kh * g.kw
-        dcol = np.empty((o * g.kh * g.kw, n * h * w), dtype=np.float32)
-        im2col(np.ascontiguousarray(dy, dtype=np.float32), *g.args(), h, w, dcol,
-               threads_for(dcol.size))
-        dxcols = np.empty((c, n * h * w), dtype=np.float32)
-        for gi in range(groups):
-            wg = self.blobs[0][gi * cg:(gi + 1) * cg].reshape(cg, rows)
-            matmul(wg, dcol[gi * rows:(gi + 1) * rows], dxcols[gi * cg:(gi + 1) * cg],
-                   get_num_threads())
-        if n == 1:
-            return dxcols.reshape(shape)
-        return np.ascontiguousarray(dxcols.reshape(c, n, h * w).transpose(1, 0, 2)).reshape(shape)
+        return convolve(self.blobs[0].reshape(shape[1], -1), self.group, self.geometry.args(),
+                        dy, shape[2:])
 
     def flops(self):
         n, c, h, w = self.bottom_shapes[0]

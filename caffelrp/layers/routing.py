@@ -2,9 +2,9 @@
 
 Relevance: the routing layers (Split, Concat, Slice, Flatten, Reshape) move it where their
 gradient goes (their backward; a Split sums its tops), under every formula. Eltwise SUM is a linear
-map with the coeff weights and takes the composite's "Eltwise" rule (epsilon with the pass's eps
-in the LRP composites, so a residual join whose terms nearly cancel cannot create relevance; its
-gradient for 11, 99, 26, 166); Eltwise MAX gives all to the first maximal bottom.
+map with the coeff weights and no bias and takes the composite's "Eltwise" rule (z+, gamma or
+epsilon: ``caffelrp.composites``; its gradient for 11, 99, 26, 166); Eltwise MAX gives all to the
+first maximal bottom.
 """
 import numpy as np
 
