@@ -145,7 +145,7 @@ def emit(lines, write=None, append=False):
 
 
 def folder_arguments(doc):
-    """The options of the benchmarks that run explain over a folder of photos."""
+    """The options of bench_dask (explain over a folder of photos)."""
     import argparse
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)

@@ -25,6 +25,9 @@ from .bundled import class_names as bundled_class_names
 from .files import file_sha256, json_bytes, write_atomically
 from .methods import METHODS, Context, check_lrp_rule
 from .net import Net
+from .phases import phase
+from . import phases
+from .pipeline import OutputWriter, Prefetch
 from .threads import ThreadCountError, get_num_threads, set_num_threads
 from .limits import UsageError, check_explain_options
 from .preprocess import (BVLC_MEAN_BGR, default_base_size, image_to_blob, mean_pixel, read_image,
@@ -231,7 +234,9 @@ class Progress:
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = (not quiet) and total > 0 and bool(isatty and isatty())
         self.total, self.done, self.failed, self.start = total, 0, 0, time.monotonic()
-        self.running = 0            # images in the call now running (shown as "working on a-b")
+        # images handed to a call so far: those not finished are shown as "working on a-b"
+        # (the writer thread finishes images while the next call already runs)
+        self.started = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker = None
@@ -257,7 +262,7 @@ class Progress:
                    if finished else "ETA -")
             rate = self.done / elapsed if elapsed > 0 else 0.0
             failed = ", %d failed" % self.failed if self.failed else ""
-            running = min(self.running, self.total - finished)
+            running = min(self.started - finished, self.total - finished)
             working = ("" if running <= 0 else ", working on %d" % (finished + 1) if running == 1
                        else ", working on %d-%d" % (finished + 1, finished + running))
             self.stream.write("\r[%s%s] %d/%d images%s%s, %s elapsed, %s, %.2f images/s " % (
@@ -266,17 +271,18 @@ class Progress:
             self.stream.flush()
 
     def working(self, n):
-        """n images go into the call that starts now (cleared image by image by advance)."""
-        self.running = n
+        """n more images go into the call that starts now (cleared image by image by advance)."""
+        with self._lock:
+            self.started = max(self.started, self.done + self.failed) + n
         if self.enabled:
             self._draw()
 
     def advance(self, n=1, failed=False):
-        if failed:
-            self.failed += n
-        else:
-            self.done += n
-        self.running = max(self.running - n, 0)
+        with self._lock:
+            if failed:
+                self.failed += n
+            else:
+                self.done += n
         if self.enabled:
             self._draw()
 
@@ -332,7 +338,8 @@ def npy_bytes(array):
 def load_net(prototxt, weights):
     """The network, with the data errors of its files as CaffeLRPError (exit 1). The command line
     never runs Caffe's default (zero) weights: a net with parameters needs --weights."""
-    net = Net(prototxt, weights)
+    with phase("net load"):
+        net = Net(prototxt, weights)
     if weights is None:
         with_params = [layer.name for layer in net.layers if net.layer(layer.name).weight_shapes()]
         if with_params:
@@ -643,9 +650,10 @@ def cmd_explain(args):
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("--out %s is a file, not a folder" % out_dir)
 
-    model = {"prototxt": str(prototxt), "prototxt_sha256": file_sha256(prototxt),
-             "weights": str(weights) if weights else None,
-             "weights_sha256": file_sha256(weights) if weights else None}
+    with phase("weights digest"):
+        model = {"prototxt": str(prototxt), "prototxt_sha256": file_sha256(prototxt),
+                 "weights": str(weights) if weights else None,
+                 "weights_sha256": file_sha256(weights) if weights else None}
     note = weights_note(weights)
     if note:
         model["note"] = note
@@ -675,22 +683,31 @@ def cmd_explain(args):
                                               (in_h, in_w, base, mean), report)
     progress = Progress(len(pending), args.quiet)
     deferred = []        # with --shared-scale: rendered once every image is known
+    geometry = (in_h, in_w, base, mean)
+    batches = [pending[start:start + args.batch_size]
+               for start in range(0, len(pending), args.batch_size)]
+    # the next batch is preprocessed and the last one's files are written while a batch runs
+    writer = OutputWriter(depth=2 * args.batch_size)
     try:
-        for start in range(0, len(pending), args.batch_size):
-            explain_batch(net, method, pending[start:start + args.batch_size], target, args,
-                          run, out_dir, (in_h, in_w, base, mean), report, progress, deferred)
+        with Prefetch(batches, lambda chunk: prepare_batch(chunk, geometry)) as prefetch:
+            for chunk, prepared in prefetch:
+                explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report,
+                              progress, deferred, prepared=prepared, writer=writer)
+        writer.close()
         if args.shared_scale and args.scale is None:
-            finish_shared_scale(out_dir, deferred, identity, (in_h, in_w, base, mean), args,
-                                report)
+            finish_shared_scale(out_dir, deferred, identity, geometry, args, report)
         elif deferred:
             for record in deferred:
                 finish_record(out_dir, record, args.scale, args, report)
     except KeyboardInterrupt:
+        writer.cancel()      # the file being written is finished (or removed), no other starts
         progress.close()
         left = len(pending) - report.done - len(report.failures)
         print("interrupted: %d done, %d left (use --resume)" % (report.done, max(left, 0)),
               file=sys.stderr)
         return INTERRUPTED
+    finally:
+        writer.cancel()      # after close: nothing to do; after an error: stop the thread
     progress.close()
     if args.resume and foreign:
         redone = {stem + OUTPUT_SUFFIXES["sidecar"] for _, stem in pending}
@@ -701,19 +718,48 @@ def cmd_explain(args):
     return report.finish("explained", out_dir)
 
 
-def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report, progress,
-                  deferred):
-    """Preprocess, explain and write one batch of (image, stem): the unit of work of a local run
-    and of a Dask task alike, so both write the same files."""
+def prepare_batch(chunk, geometry):
+    """Read and preprocess (image, stem) pairs: ([(image, stem, prepared input)], [the failures,
+    CaffeLRPError naming the image])."""
     in_h, in_w, base, mean = geometry
-    prepared = []
+    prepared, failures = [], []
     for image, stem in chunk:
         try:
             prepared.append((image, stem, toolbox_preprocess(
                 read_image(image), in_h, in_w, base, mean)))
         except CaffeLRPError as e:
+            failures.append(e)
+    return prepared, failures
+
+
+def _in_order(writer, job, label=""):
+    """Run ``job`` behind the compute on the writer thread (in submission order), or now."""
+    if writer is None:
+        with phase("outputs"):
+            job()
+    else:
+        writer.submit(job, label)
+
+
+def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, report, progress,
+                  deferred, prepared=None, writer=None):
+    """Preprocess (unless ``prepared``, ``prepare_batch``'s result, is given), explain and write
+    one batch of (image, stem): the unit of work of a local run and of a Dask task alike, so both
+    write the same files. With a ``writer`` (``pipeline.OutputWriter``) the files are written and
+    the images counted on its thread, in image order; without, before this returns."""
+    if prepared is None:
+        with phase("preprocess"):
+            prepared = prepare_batch(chunk, geometry)
+    prepared, failures = prepared
+    if failures:
+        progress.working(len(failures))
+
+    def failed(failures=failures):
+        for e in failures:
             report.fail(e)
             progress.advance(failed=True)
+    if failures:
+        _in_order(writer, failed)
     if not prepared:
         return
     # the methods that run many inputs per image (and batch those themselves) go image by image,
@@ -721,13 +767,14 @@ def explain_batch(net, method, chunk, target, args, run, out_dir, geometry, repo
     groups = [[p] for p in prepared] if method.name in PER_IMAGE_METHODS else [prepared]
     for group in groups:
         explain_group(net, method, group, target, args, run, out_dir, report, progress,
-                      deferred)
+                      deferred, writer)
 
 
 PER_IMAGE_METHODS = {"ig", "smoothgrad"}
 
 
-def explain_group(net, method, prepared, target, args, run, out_dir, report, progress, deferred):
+def explain_group(net, method, prepared, target, args, run, out_dir, report, progress, deferred,
+                  writer=None):
     """Explain preprocessed images in one call of the method and write their outputs."""
     x = np.stack([p.blob for _, _, p in prepared])
     low, high = bounds_for([p for _, _, p in prepared])
@@ -735,31 +782,38 @@ def explain_group(net, method, prepared, target, args, run, out_dir, report, pro
         # K1,K2,... is explained together in every image: one class list per image
         batch_target = [target] * len(x) if isinstance(target, list) else target
         progress.working(len(x))
-        result = method.run(net, x, batch_target, args, Context(low, high))
-        scores = result.scores
-        if scores is None:
-            scores = net.forward(x)[net.outputs[0]]
-        scores = np.asarray(scores, dtype=np.float32).reshape(len(x), -1)
+        with phase("method"):
+            result = method.run(net, x, batch_target, args, Context(low, high))
+            scores = result.scores
+            if scores is None:
+                scores = net.forward(x)[net.outputs[0]]
+        # copies: the writer thread reads them while the next batch reuses the net's buffers
+        values = np.array(result.values)
+        scores = np.array(scores, dtype=np.float32).reshape(len(x), -1)
     except (CaffeLRPError, ValueError) as e:
-        for image, _, _ in prepared:
-            report.fail("%s: %s" % (image, e))
-        progress.advance(len(prepared), failed=True)
+        def failed(error=e):
+            for image, _, _ in prepared:
+                report.fail("%s: %s" % (image, error))
+            progress.advance(len(prepared), failed=True)
+        _in_order(writer, failed)
         return
     shared = args.shared_scale and args.scale is None
     for n, (image, stem, prep) in enumerate(prepared):
-        try:
-            record = write_explanation(out_dir, image, stem, prep, result.values[n],
-                                       result.classes[n], scores[n], net.outputs[0],
-                                       run, args, defer=shared,
-                                       info=result.info[n] if result.info else None)
-            if shared:
-                deferred.append(record)
-            else:
-                report.done += 1
-            progress.advance()
-        except (OSError, CaffeLRPError) as e:
-            report.fail("%s: cannot write the outputs: %s" % (image, e))
-            progress.advance(failed=True)
+        def write(n=n, image=image, stem=stem, prep=prep):
+            try:
+                record = write_explanation(out_dir, image, stem, prep, values[n],
+                                           result.classes[n], scores[n], net.outputs[0],
+                                           run, args, defer=shared,
+                                           info=result.info[n] if result.info else None)
+                if shared:
+                    deferred.append(record)
+                else:
+                    report.done += 1
+                progress.advance()
+            except (OSError, CaffeLRPError) as e:
+                report.fail("%s: cannot write the outputs: %s" % (image, e))
+                progress.advance(failed=True)
+        _in_order(writer, write, image)
 
 
 def finish_record(out_dir, record, scale, args, report):
@@ -1158,6 +1212,14 @@ def check_threads(args):
 
 
 def main(argv=None):
+    start = time.monotonic()
+    try:
+        return _main(argv)
+    finally:
+        phases.write(start, time.monotonic())
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -12,7 +12,6 @@ has its tasks rerun elsewhere by the scheduler (and ``retries`` covers a task th
 temporary files of a killed worker are removed at the end of the run.
 """
 import os
-import socket
 import sys
 import threading
 import time
@@ -225,6 +224,7 @@ def _worker_threads(job):
         from distributed import get_worker
         host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
     except (ImportError, ValueError):
+        import socket    # here: only a worker needs it, every command imports this module
         host = socket.gethostname()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // job["per_host"].get(host, 1))

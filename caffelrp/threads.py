@@ -12,11 +12,14 @@ README "Fidelity"), except in Caffe-exact mode, where the given OpenBLAS splits 
 its own thread count, as it did for the original.
 """
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 from .limits import UsageError
 
 _ENV = "CAFFELRP_NUM_THREADS"
+_WAIT_POLICY = "OMP_WAIT_POLICY"
 MAX_PER_CORE = 4
 
 
@@ -51,6 +54,25 @@ def _from_environment():
         raise ThreadCountError("%s must be a positive integer (a thread count), got %r"
                                % (_ENV, value))
     return _clamped(n, _ENV)
+
+
+def passive_wait_for_the_command(argv=None, environ=None):
+    """``python -m caffelrp ...`` runs its OpenMP threads passive (``OMP_WAIT_POLICY=PASSIVE``)
+    unless the user chose a policy: a finished parallel region's threads sleep instead of
+    spinning. The command runs a writer and a preprocessing thread next to the kernels' team, and
+    every spinning thread takes a core from them (and from any other process): on this project's
+    2-core machines a 2-thread resample pass took 12-17 ms spinning against 2.5 ms passive under
+    load (BENCHMARKS.md, "Folder throughput"). libgomp reads the variable once, when it is loaded
+    (by the first kernel import), so this runs in ``caffelrp/__init__`` before that. While
+    ``python -m`` locates the module it runs, ``sys.argv[0]`` is ``"-m"``: this is the package
+    being imported for its own command; as a library, caffelrp leaves the policy alone."""
+    import sys
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    if argv[:1] == ["-m"] and _WAIT_POLICY not in environ:
+        environ[_WAIT_POLICY] = "PASSIVE"
+        return True
+    return False
 
 
 def _is_gemm_blas(path):
@@ -94,9 +116,28 @@ def get_num_threads():
 SMALL_WORK = 1 << 15
 
 
+_local = threading.local()
+
+
 def threads_for(work):
-    """Thread count for a kernel call producing ``work`` values."""
-    return 1 if work < SMALL_WORK else get_num_threads()
+    """Thread count for a kernel call producing ``work`` values (at most this thread's
+    ``limited`` count)."""
+    if work < SMALL_WORK:
+        return 1
+    return min(get_num_threads(), getattr(_local, "limit", None) or get_num_threads())
+
+
+@contextmanager
+def limited(n):
+    """Kernel calls made by this Python thread inside the ``with`` use at most ``n`` threads
+    (a helper thread next to the main one, e.g. explain's preprocessing of the next batch, must
+    not start a second OpenMP team as large as the main thread's on the same cores)."""
+    previous = getattr(_local, "limit", None)
+    _local.limit = n
+    try:
+        yield
+    finally:
+        _local.limit = previous
 
 
 def set_num_threads(n):

@@ -9,13 +9,10 @@ name; an interrupted download resumes with an HTTP Range request. Addresses and 
 shared/spec/model-zoo.md (copied into bundled.BUNDLED).
 """
 import hashlib
-import http.client
 import os
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .bundled import BUNDLED, IMAGENET_MODELS
@@ -149,6 +146,10 @@ def _sha1_of(path):
 def download(url, dest, sha1=None, quiet=False, timeout=30):
     """Download ``url`` to ``dest`` through ``dest.part``, resuming a partial file with a Range
     request; with ``sha1``, a mismatch deletes the partial file and raises ChecksumError."""
+    # here, not at the top: every command imports this module, few download (~25 ms of start-up)
+    import http.client
+    import urllib.error
+    import urllib.request
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     try:

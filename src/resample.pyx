@@ -33,7 +33,23 @@ def resample_axis(const double[:, :, ::1] src, const int64_t[:, ::1] index,
         for k in range(K):
             if index[o, k] < 0 or index[o, k] >= n_in:
                 raise ValueError("tap index %d outside 0..%d" % (index[o, k], n_in - 1))
-    cdef double w, v
+    cdef double w, v, acc
+    if B <= 4:
+        # a few values per input position (the colour channels of a row, filtered along it):
+        # one element at a time, its sum in a register; the same terms in the same order
+        for t in prange(A * n_out, nogil=True, schedule="static", num_threads=num_threads):
+            a = t // n_out
+            o = t - a * n_out
+            for b in range(B):
+                acc = 0.0
+                for k in range(K):
+                    acc = acc + weights[o, k] * src[a, index[o, k], b]
+                if acc < 0.0:
+                    acc = 0.0
+                elif acc > 65535.0:
+                    acc = 65535.0
+                out[a, o, b] = floor(acc + 0.5)
+        return
     for t in prange(A * n_out, nogil=True, schedule="static", num_threads=num_threads):
         a = t // n_out
         o = t - a * n_out
