@@ -129,6 +129,19 @@ def test_col2im_huge_kernel_is_an_error_not_a_hang():
     assert proc.stdout.startswith("ValueError col has shape"), proc.stdout
 
 
+def assert_col2im_is_adjoint(cc, x, col, geometry, threads):
+    """col2im of ``cc`` into a guarded buffer writes nothing outside it, and is the adjoint of
+    the im2col that made ``col`` from ``x``: <col, cc> == <x, col2im cc>."""
+    n, c, h, w = x.shape
+    xbuf, back = guarded(x.shape)
+    col2im(cc, n, c, h, w, *geometry, back, threads)
+    assert margins_intact(xbuf)
+    # adjoint identity in float64 of float32 data: relative 1e-4 of the terms' magnitude
+    lhs = float(np.dot(col.astype(np.float64).ravel(), cc.astype(np.float64).ravel()))
+    rhs = float(np.dot(x.astype(np.float64).ravel(), back.astype(np.float64).ravel()))
+    assert abs(lhs - rhs) <= 1e-4 * (1 + np.abs(cc).sum())
+
+
 def test_im2col_col2im_random_geometry_inside_sentinels():
     # random small geometry, col in a guarded buffer: a correct im2col (checked against a
     # direct gather) and adjoint col2im (<im2col x, c> == <x, col2im c>), never a stray write
@@ -152,14 +165,8 @@ def test_im2col_col2im_random_geometry_inside_sentinels():
                            v * dw:v * dw + sw * (ow - 1) + 1:sw]
                 expect = patch.transpose(1, 0, 2, 3).reshape(c, -1)
                 np.testing.assert_array_equal(col[(np.arange(c) * kh + u) * kw + v], expect)
-        cc = rng.normal(size=col.shape).astype(np.float32)
-        xbuf, back = guarded(x.shape)
-        col2im(cc, n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, back, 2)
-        assert margins_intact(xbuf)
-        # adjoint identity in float64 of float32 data: relative 1e-4 of the terms' magnitude
-        lhs = float(np.dot(col.astype(np.float64).ravel(), cc.astype(np.float64).ravel()))
-        rhs = float(np.dot(x.astype(np.float64).ravel(), back.astype(np.float64).ravel()))
-        assert abs(lhs - rhs) <= 1e-4 * (1 + np.abs(cc).sum())
+        assert_col2im_is_adjoint(rng.normal(size=col.shape).astype(np.float32), x, col,
+                                 (kh, kw, ph, pw, sh, sw, dh, dw, oh, ow), threads=2)
 
 
 # =========================================================================== random kernel calls
@@ -383,14 +390,8 @@ def im2col_battery(cases=400):
                                     want[(ci * kh + u) * kw + v, (b * oh + i) * ow + j] = \
                                         x[b, ci, r, q]
         np.testing.assert_array_equal(col, want)     # a gather: exact
-        cc = rng.standard_normal(col.shape).astype(np.float32)
-        xbuf, back = guarded(x.shape)
-        col2im(cc, n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, back, 1)
-        assert margins_intact(xbuf)
-        # adjoint identity in float64 of float32 data: relative 1e-4 of the terms' magnitude
-        lhs = float(np.dot(col.astype(np.float64).ravel(), cc.astype(np.float64).ravel()))
-        rhs = float(np.dot(x.astype(np.float64).ravel(), back.astype(np.float64).ravel()))
-        assert abs(lhs - rhs) <= 1e-4 * (1 + np.abs(cc).sum())
+        assert_col2im_is_adjoint(rng.standard_normal(col.shape).astype(np.float32), x, col,
+                                 (kh, kw, ph, pw, sh, sw, dh, dw, oh, ow), threads=1)
         ran += 1
     assert ran > 50 and refused > 20, (ran, refused)   # both kinds of case were exercised
 

@@ -71,6 +71,15 @@ def conv_layer(tmp_path, n, c, h, w, k, pad, bias=True, extra=""):
     return make_net(tmp_path, body, input_shape=(n, c, h, w))
 
 
+def winograd_layer(tmp_path, shape, k, input_seed, weight_seed):
+    """A pad-1 3x3 layer with seeded weights, a seeded input of ``shape``, and Winograd on it."""
+    net = conv_layer(tmp_path, *shape, k, 1)
+    randomize(net, weight_seed)
+    x = np.random.default_rng(input_seed).standard_normal(shape).astype(np.float32)
+    assert winograd.applies(net.layer("conv"), x.shape)
+    return net, x
+
+
 def random_case(seed):
     rng = np.random.default_rng(seed)
     while True:
@@ -219,11 +228,7 @@ def test_not_below_min_tiles_per_image(tmp_path, shape, uses):
 
 
 def test_switch_turns_it_off_and_the_im2col_path_agrees(tmp_path):
-    rng = np.random.default_rng(11)
-    net = conv_layer(tmp_path, 2, 32, 17, 15, 16, 1)
-    randomize(net, 1)
-    x = rng.standard_normal((2, 32, 17, 15)).astype(np.float32)
-    assert winograd.applies(net.layer("conv"), x.shape)
+    net, x = winograd_layer(tmp_path, (2, 32, 17, 15), 16, input_seed=11, weight_seed=1)
     fast = net.forward(x)["conv"].copy()
     caffelrp.set_winograd(False)
     assert not winograd.applies(net.layer("conv"), x.shape)
@@ -263,11 +268,7 @@ def test_set_winograd_refuses_a_non_switch():
 
 # ------------------------------------------------------------------ filter cache
 def test_transformed_filters_follow_weights_written_through_params(tmp_path):
-    rng = np.random.default_rng(2)
-    net = conv_layer(tmp_path, 1, 20, 16, 16, 6, 1)
-    randomize(net, 3)
-    x = rng.standard_normal((1, 20, 16, 16)).astype(np.float32)
-    assert winograd.applies(net.layer("conv"), x.shape)
+    net, x = winograd_layer(tmp_path, (1, 20, 16, 16), 6, input_seed=2, weight_seed=3)
     net.forward(x)                                # makes the transformed filters
     net.params["conv"][0].data[...] *= 2          # in place, through pycaffe's view
     net.params["conv"][1][...] = 0
