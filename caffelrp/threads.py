@@ -124,7 +124,8 @@ def threads_for(work):
     ``limited`` count)."""
     if work < SMALL_WORK:
         return 1
-    return min(get_num_threads(), getattr(_local, "limit", None) or get_num_threads())
+    n, limit = get_num_threads(), getattr(_local, "limit", None)
+    return n if limit is None else min(n, limit)
 
 
 @contextmanager
