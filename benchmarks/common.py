@@ -134,8 +134,30 @@ def command(script):
     return " ".join(["python benchmarks/%s" % Path(script).name] + sys.argv[1:])
 
 
+def blas_kernels():
+    """Which OpenBLAS kernels caffelrp's products ran on (scipy's OpenBLAS, through
+    scipy.linalg.cython_blas), and whether OPENBLAS_CORETYPE chose them: some machines set it
+    (Haswell on an AVX-512 processor) for old OpenBLAS builds, which halves a current one's sgemm
+    rate. To benchmark, unset it and OPENBLAS_L2_SIZE together in that command alone:
+    ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/...``."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library the kernels call)
+    from threadpoolctl import threadpool_info
+    found = [i for i in threadpool_info() if i.get("internal_api") == "openblas"
+             and "scipy_openblas-" in os.path.basename(i.get("filepath", ""))]
+    kernel = ("OpenBLAS %s, %s kernels" % (found[0]["version"], found[0]["architecture"])
+              if found else "scipy's BLAS (not OpenBLAS)")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return kernel + (" (chosen by OPENBLAS_CORETYPE=%s)" % forced if forced else
+                     " (the library's own choice for this processor)")
+
+
 def emit(lines, write=None, append=False):
-    """Print a report and, with ``--write FILE``, write (or append) it there."""
+    """Print a report and, with ``--write FILE``, write (or append) it there; the report ends
+    with the BLAS kernels it ran on (``blas_kernels``)."""
+    lines = list(lines)
+    while lines and not lines[-1]:
+        lines.pop()
+    lines += ["", "BLAS: %s." % blas_kernels(), ""]
     text = "\n".join(lines) + "\n"
     print(text)
     if write:

@@ -6,9 +6,12 @@ blocks of the output. caffelrp then has one thread pool (OpenMP) instead of two 
 other kernels plus OpenBLAS's own), which on a small machine otherwise fight over the cores: the
 pool that just finished keeps spinning while the other one works.
 
-Deterministic for any thread count: the output is cut into blocks of a FIXED size (COLUMN_BLOCK
-columns, or ROW_BLOCK rows when the output is tall and narrow) that depend on the shapes only;
-the threads take whole blocks. Which sgemm call computes an output element, with which operand
+Deterministic for any thread count: the output is cut into blocks (of about COLUMN_BLOCK
+columns, or ROW_BLOCK rows when the output is tall and narrow) whose sizes depend on the shapes
+only; the threads take whole blocks. Where a product has only a few blocks, they are of (nearly)
+equal size and of an even number, so that two threads get equal shares: 729 columns (a 27 x 27
+plane) are 4 blocks of 192/192/192/153, not 256/256/217, which left one of two threads a third
+of the time idle (``_split``). Which sgemm call computes an output element, with which operand
 shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its last bits (OpenBLAS's
 result for an element depends on where it lies in the call: edge kernels, blocking). Cost: a
 single-threaded product is made of several calls instead of one (BENCHMARKS.md, "determinism").
@@ -35,13 +38,26 @@ from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, sgemv
 
 cdef enum:
-    COLUMN_BLOCK = 256   # output columns per block (split along n)
-    ROW_BLOCK = 64       # output rows per block (split along m, when m > n)
+    COLUMN_BLOCK = 256   # output columns per block at most (split along n)
+    ROW_BLOCK = 64       # output rows per block at most (split along m, when m > n)
+    BLOCK_ALIGN = 16     # block sizes are multiples of this (one AVX-512 register of floats)
     GEMV_BLOCK = 512     # output values per matrix-vector block (m == 1)
     GEMV_MIN = 1 << 20   # a single row uses sgemv only from this many matrix values (4 MB) on
 
 # BLAS takes int sizes: anything larger is refused rather than wrapped.
 cdef Py_ssize_t INT_MAX_SIZE = 2147483647
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t extent, Py_ssize_t most) noexcept nogil:
+    """The block size for cutting ``extent`` into blocks of at most ``most``: as equal as
+    BLOCK_ALIGN allows, and an even number of them when there are several but fewer than 8."""
+    cdef Py_ssize_t blocks = (extent + most - 1) // most
+    if blocks >= 8:     # the last block's shortfall is at most 1/8 of a thread's share
+        return most
+    if blocks > 1 and blocks % 2:
+        blocks += 1
+    cdef Py_ssize_t size = (extent + blocks - 1) // blocks
+    return min(most, (size + BLOCK_ALIGN - 1) // BLOCK_ALIGN * BLOCK_ALIGN)
 
 
 cdef inline void _gemm_rm(char transa, char transb, int m, int n, int k, const float* a, int lda,
@@ -137,7 +153,7 @@ def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_thre
         return
     cdef bint split_columns = n >= m
     cdef Py_ssize_t extent = n if split_columns else m
-    block = COLUMN_BLOCK if split_columns else ROW_BLOCK
+    block = _split(extent, COLUMN_BLOCK if split_columns else ROW_BLOCK)
     blocks = (extent + block - 1) // block
     for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
         start = i * block
