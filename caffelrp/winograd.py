@@ -1,9 +1,9 @@
 """Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, CVPR 2016; the kernel and
 its matrices: src/winograd.pyx).
 
-4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1, dilation 1 and
-one group (all of VGG-16's, CaffeNet's conv3, GoogLeNet's 3x3), any pad, from 2 input channels
-and 16 output tiles of 4x4 per image on (below, im2col + GEMM is faster: MIN_CHANNELS,
+4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1 and dilation 1
+(all of VGG-16's, CaffeNet's conv3-conv5, GoogLeNet's 3x3), any pad and any number of groups (one
+call per group), from 2 input channels per group and 16 output tiles of 4x4 per image on (below, im2col + GEMM is faster: MIN_CHANNELS,
 MIN_TILES): the forward and the backward-data pass (the transposed convolution, which is the same
 algorithm with the flipped, transposed filter and pad 2 - pad).
 
@@ -104,11 +104,11 @@ def args_apply(args, group, input_shape):
     """``shape_applies`` for the geometry as ConvGeometry.args() gives it, (kh, kw, ph, pw, sh,
     sw, dh, dw)."""
     kh, kw, ph, pw, sh, sw, dh, dw = args
-    if not (kh == kw == 3 and sh == sw == 1 and dh == dw == 1 and group == 1):
+    if not (kh == kw == 3 and sh == sw == 1 and dh == dw == 1 and group >= 1):
         return False
     _, c, h, w = input_shape
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
-    return c >= MIN_CHANNELS and oh > 0 and ow > 0 and \
+    return c % group == 0 and c // group >= MIN_CHANNELS and oh > 0 and ow > 0 and \
         ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
 
 
@@ -122,8 +122,8 @@ def applies(layer, input_shape):
 def relevance_applies(args, group, input_shape):
     """Do the LRP rules' products of a convolution of this geometry (ConvGeometry.args()) run
     on whole images through Winograd (``layers.conv.WinogradMap``)? Only when switched on
-    (``set_winograd_relevance``), and where the forward would."""
-    return RELEVANCE and enabled() and not caffe_blas.active() and \
+    (``set_winograd_relevance``), and where the forward would, in one group."""
+    return RELEVANCE and enabled() and not caffe_blas.active() and group == 1 and \
         args_apply(args, group, input_shape)
 
 
@@ -174,17 +174,37 @@ def convolve(x, u, ph, pw, out_shape):
     return _run(x, u, None, ph, pw, out_shape)
 
 
+def _by_groups(layer, x, adjoint, bias, ph, pw, out_shape):
+    """``_run`` for each of the layer's groups: group g's slice of x's channels convolved with
+    its slice of the filters (kept transformed on the layer per group) into its slice of a new
+    output (N, C', OH, OW). One group runs on x as it is."""
+    groups = layer.group
+    if groups == 1:
+        return _run(x, transformed_filters(layer, adjoint), bias, ph, pw, out_shape)
+    weights = layer.blobs[0]
+    per_filter = weights.shape[0] // groups         # filters (outputs of the forward) per group
+    cin, cout = x.shape[1] // groups, out_shape[1] // groups
+    y = np.empty(out_shape, dtype=np.float32)
+    for g in range(groups):
+        u = transformed_filters(layer, adjoint, ("group", g),
+                                weights[g * per_filter:(g + 1) * per_filter])
+        y[:, g * cout:(g + 1) * cout] = _run(
+            x[:, g * cin:(g + 1) * cin], u, None if bias is None else bias[g * cout:(g + 1) * cout],
+            ph, pw, (out_shape[0], cout) + tuple(out_shape[2:]))
+    return y
+
+
 def forward(layer, x):
     """The Convolution layer's output for one bottom x (N, C, H, W)."""
     g = layer.geometry
     n, _, h, w = x.shape
     oh, ow = g.conv_out(h, w)
     bias = layer.blobs[1] if layer.bias_term else None
-    return _run(x, transformed_filters(layer), bias, g.ph, g.pw, (n, layer.num_output, oh, ow))
+    return _by_groups(layer, x, False, bias, g.ph, g.pw, (n, layer.num_output, oh, ow))
 
 
 def backward_data(layer, dy, shape):
     """dx (shape) of the Convolution layer for the output gradient dy: the correlation of dy with
     the flipped, transposed filter, padded by 2 - pad (a negative pad crops)."""
     g = layer.geometry
-    return _run(dy, transformed_filters(layer, adjoint=True), None, 2 - g.ph, 2 - g.pw, shape)
+    return _by_groups(layer, dy, True, None, 2 - g.ph, 2 - g.pw, tuple(shape))

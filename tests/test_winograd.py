@@ -190,18 +190,53 @@ def test_vgg_sized_layer_error_against_float64_and_the_gemm_path(tmp_path):
     assert fast_error > gemm_error     # the two paths really are different arithmetic
 
 
+@pytest.mark.parametrize("groups,n,c,k,h,w,pad", [(2, 2, 12, 8, 13, 13, 1),     # CaffeNet conv4
+                                                     (3, 1, 9, 6, 16, 18, 0),
+                                                     (4, 3, 8, 12, 14, 17, 2)])
+def test_grouped_forward_and_backward_data_match_float64_per_group(tmp_path, groups, n, c, k, h,
+                                                                    w, pad):
+    """Each group's outputs are its own channels' correlation with its own filters (and bias);
+    the backward-data pass is that map's adjoint, per group."""
+    body = layer("conv", "Convolution", params="convolution_param { num_output: %d "
+                 "kernel_size: 3 pad: %d group: %d }" % (k, pad, groups))
+    net = make_net(tmp_path, body, input_shape=(n, c, h, w))
+    randomize(net, 7)
+    conv = net.layer("conv")
+    assert winograd.applies(conv, (n, c, h, w))
+    weights, bias = net.params["conv"][0], net.params["conv"][1]
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    oh, ow = h + 2 * pad - 2, w + 2 * pad - 2
+    dy = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
+    y = net.forward(x)["conv"]
+    dx = winograd.backward_data(conv, dy, (n, c, h, w))
+    cg, kg = c // groups, k // groups
+    for g in range(groups):
+        xs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
+        wg = weights[ks]
+        expected = correlate64(x[:, xs], wg, pad, pad, oh, ow) + bias[ks][None, :, None, None]
+        assert np.abs(y[:, ks] - expected).max() <= bound(x[:, xs], wg, pad, pad, oh, ow,
+                                                          bias[ks])
+        flipped = wg.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        expected = correlate64(dy[:, ks], flipped, 2 - pad, 2 - pad, h, w)
+        assert np.abs(dx[:, xs] - expected).max() <= bound(dy[:, ks], flipped, 2 - pad,
+                                                           2 - pad, h, w)
+
+
 # ------------------------------------------------------------------ dispatch and switches
 @pytest.mark.parametrize("params,uses", [
     ("kernel_size: 3 pad: 1", True),
     ("kernel_size: 3 pad: 0", True),
     ("kernel_size: 3 pad: 1 stride: 2", False),
     ("kernel_size: 3 pad: 2 dilation: 2", False),
-    ("kernel_size: 3 pad: 1 group: 2", False),
+    ("kernel_size: 3 pad: 1 group: 2", True),       # one call per group
+    ("kernel_size: 3 pad: 1 group: 16", True),      # 2 channels per group: MIN_CHANNELS
+    ("kernel_size: 3 pad: 1 group: 32", False),     # 1 channel per group
     ("kernel_size: 5 pad: 2", False),
     ("kernel_h: 3 kernel_w: 1 pad: 1", False),
 ])
-def test_applies_to_3x3_stride_1_dilation_1_single_group_convolutions(tmp_path, params, uses):
-    body = layer("conv", "Convolution", params="convolution_param { num_output: 8 %s }" % params)
+def test_applies_to_3x3_stride_1_dilation_1_convolutions(tmp_path, params, uses):
+    body = layer("conv", "Convolution", params="convolution_param { num_output: 32 %s }" % params)
     net = make_net(tmp_path, body, input_shape=(1, 32, 20, 20))
     assert winograd.applies(net.layer("conv"), (1, 32, 20, 20)) is uses
 
