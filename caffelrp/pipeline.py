@@ -20,8 +20,16 @@ returns no file is half written; the thread is never left to die inside a write 
 ``Prefetch(items, prepare)`` yields ``(item, prepare(item))`` in order with the next item's
 ``prepare`` already running in a helper thread; its kernels use one thread (``threads.limited``),
 the main thread's kernels keep theirs.
+
+Both helpers run at a lower priority (``background``: nice + BACKGROUND_NICE, Linux): their work
+(~10 ms of CPU an image) then goes into the moments a core is idle -- Python between the kernels,
+a thread waiting at a kernel's end -- instead of taking a core from a kernel whose other threads
+then wait for it. When they fall behind, the main thread waits for them (the bounded queue, the
+prefetched batch) and they get the cores.
 """
+import os
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +37,21 @@ from .phases import phase
 from .threads import limited
 
 _STOP = object()
+# CFS weights: nice 10 gets ~1/10 of a core a nice-0 thread wants, and all of an idle one
+BACKGROUND_NICE = 10
+
+
+def background():
+    """Lower the calling thread's priority by BACKGROUND_NICE (Linux, where a thread's nice
+    value is its own; elsewhere, or where it cannot be changed, nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
+    except (AttributeError, OSError):
+        pass
 
 
 def _add_note(error, text):
@@ -49,6 +72,7 @@ class OutputWriter:
         self._thread.start()
 
     def _run(self):
+        background()
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -127,7 +151,8 @@ class Prefetch:
     def __init__(self, items, prepare):
         self._items = list(items)
         self._prepare = prepare
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caffelrp-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caffelrp-prefetch",
+                                        initializer=background)
 
     def _helper(self, item):
         with limited(1), phase("prefetch (helper thread)"):

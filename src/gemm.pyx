@@ -11,7 +11,9 @@ columns, or ROW_BLOCK rows when the output is tall and narrow) whose sizes depen
 only; the threads take whole blocks. Where a product has only a few blocks, they are of (nearly)
 equal size and of an even number, so that two threads get equal shares: 729 columns (a 27 x 27
 plane) are 4 blocks of 192/192/192/153, not 256/256/217, which left one of two threads a third
-of the time idle (``_split``). Which sgemm call computes an output element, with which operand
+of the time idle (``_split``). The threads take the blocks as they come free (a dynamic
+schedule; the blocks, hence the bits, stay the same), so a thread that loses its core for a while
+(the output writer, another process) does not hold up the rest at the end of the product. Which sgemm call computes an output element, with which operand
 shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its last bits (OpenBLAS's
 result for an element depends on where it lies in the call: edge kernels, blocking). Cost: a
 single-threaded product is made of several calls instead of one (BENCHMARKS.md, "determinism").
@@ -145,7 +147,7 @@ def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_thre
         # a single row (an inner product at batch 1): memory-bound, matrix-vector products
         block = GEMV_BLOCK
         blocks = (n + block - 1) // block
-        for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="dynamic"):
             start = i * block
             size = min(block, n - start)
             _gemv_rm(tb, <int>size, k, pb + (start * ldb if tb == b't' else start), ldb, pa,
@@ -155,7 +157,7 @@ def matmul(const float[:, :] a, const float[:, :] b, float[:, :] c, int num_thre
     cdef Py_ssize_t extent = n if split_columns else m
     block = _split(extent, COLUMN_BLOCK if split_columns else ROW_BLOCK)
     blocks = (extent + block - 1) // block
-    for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+    for i in prange(blocks, nogil=True, num_threads=num_threads, schedule="dynamic"):
         start = i * block
         size = min(block, extent - start)
         if split_columns:

@@ -2,6 +2,7 @@
 preprocessing ahead of it, and the command's OpenMP wait policy."""
 import dataclasses
 import json
+import sys
 import threading
 
 import pytest
@@ -105,6 +106,26 @@ def test_prefetch_yields_every_item_in_order_prepared_on_a_helper_on_one_kernel_
     with Prefetch(range(5), prepare) as prefetch:
         assert list(prefetch) == [(i, i * 10) for i in range(5)]
     assert all(name.startswith("caffelrp-prefetch") and n == 1 for name, n in seen)
+
+
+def _own_nice():
+    import os
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are "
+                    "Linux's; elsewhere the helpers keep the default priority")
+def test_the_helpers_run_at_a_lower_priority_and_the_main_thread_keeps_its_own():
+    from caffelrp.pipeline import BACKGROUND_NICE
+    main = _own_nice()
+    seen = {}
+    with OutputWriter() as writer:
+        writer.submit(lambda: seen.setdefault("writer", _own_nice()))
+    with Prefetch([0], lambda item: seen.setdefault("prefetch", _own_nice())) as prefetch:
+        list(prefetch)
+    assert _own_nice() == main
+    expected = min(19, main + BACKGROUND_NICE)
+    assert BACKGROUND_NICE > 0 and seen == {"writer": expected, "prefetch": expected}
 
 
 def test_limited_applies_to_the_calling_thread_only():
