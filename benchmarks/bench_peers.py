@@ -149,6 +149,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ig-steps", type=int, default=50)
     parser.add_argument("--skip-ig", action="store_true")
+    parser.add_argument("--rows", nargs="+", metavar="PREFIX",
+                        help="only the rows whose name starts with one of these (e.g. forward "
+                        "gradient)")
     parser.add_argument("--write")
     args = parser.parse_args()
     torch, cattr, zennit = _import_peers()
@@ -156,6 +159,7 @@ def main():
     caffelrp.set_num_threads(args.threads)
     loads = [load_average()]
     rows = []
+    auto_notes = []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
             net = seeded_net(key, folder)
@@ -234,6 +238,23 @@ def main():
                     lambda: cattr.IntegratedGradients(model).attribute(
                         t1, baselines=base1, target=top1, n_steps=args.ig_steps),
                     "Captum IntegratedGradients"))
+                # target 4's second half: steps="auto" to a 5 % completeness error in at most
+                # half of Captum's fixed-step time
+                _, info = net.integrated_gradients(x1, target=top1, baseline="black",
+                                                   mean=MEAN_BGR, steps="auto", tol=0.05)
+                auto_notes.append("%s: steps=\"auto\" took m = %d (%d gradients), completeness "
+                                  "error %.1f %%" % (key, info[0]["steps"],
+                                                     info[0]["evaluations"],
+                                                     100 * info[0]["completeness_error"]))
+                cases.append((
+                    "IG auto (5 %%) b1 vs %d steps" % args.ig_steps, 1,
+                    lambda: net.integrated_gradients(x1, target=top1, baseline="black",
+                                                     mean=MEAN_BGR, steps="auto", tol=0.05),
+                    lambda: cattr.IntegratedGradients(model).attribute(
+                        t1, baselines=base1, target=top1, n_steps=args.ig_steps),
+                    "Captum IntegratedGradients"))
+            if args.rows:
+                cases = [c for c in cases if c[0].startswith(tuple(args.rows))]
             for what, batch, mine, theirs, peer in cases:
                 mine()
                 try:
@@ -267,6 +288,8 @@ def main():
         lines.append("| %s | %s | %s | %.1f | %.1f | %s%.2f%s |" % (
             key, what, peer, 1e3 * a, 1e3 * b, "**" if a > b else "", a / b,
             "**" if a > b else ""))
+    if auto_notes:
+        lines += ["", "IG auto: " + "; ".join(auto_notes) + "."]
     agreements = {key: agreement for key, _, _, _, _, agreement in rows}
     lines += ["", "Same weights, same arithmetic: the logits of the PyTorch graph and of caffelrp "
               "agree to %s (largest difference / largest logit)." % ", ".join(
