@@ -51,7 +51,7 @@ def to_original(values, info):
 def write_original_geometry(out_dir, record, overlay_scale_value, args):
     """STEM_heatmap_original.png and STEM_overlay_original.png next to the other outputs."""
     from .preprocess import read_image
-    from .render import colorize, overlay, write_png
+    from .render import colorize, luma, overlay, write_png
     info = record["sidecar"]["preprocessing"]
     values = to_original(record["values"], info)
     seen = np.isfinite(values)
@@ -61,7 +61,7 @@ def write_original_geometry(out_dir, record, overlay_scale_value, args):
     photo = read_image(record["image"]).rgb.astype(np.float64) / 255.0
     over = overlay(photo, colorize(filled, overlay_scale_value, args.cmap), filled,
                    overlay_scale_value, args.overlay_alpha)
-    grey = photo @ np.array([0.299, 0.587, 0.114])
+    grey = luma(photo)
     heat_full[~seen] = 0.5 * grey[~seen, None]          # unseen: the dimmed photo
     names = record["sidecar"]["outputs"]
     stem = record["stem"]
