@@ -48,7 +48,8 @@ def test_padded_image_is_bit_identical_at_1_2_3_8_threads(shared_reference, nets
         assert np.array_equal(lrp, first[2]), n
 
 
-SHAPES = [(96, 363, 3025), (1, 9216, 4096), (8, 300, 1000), (300, 50, 20), (3, 7, 500)]
+SHAPES = [(96, 363, 3025), (1, 9216, 4096), (8, 300, 1000), (300, 50, 20), (3, 7, 500),
+          (128, 1200, 729), (150, 40, 100)]   # the last two: blocks cut evenly (src/gemm.pyx)
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)

@@ -4,7 +4,9 @@ import pytest
 
 from caffelrp.kernels.gemm import matmul
 
-SHAPES = [(96, 363, 3025), (1, 900, 700), (8, 300, 257), (300, 5, 2), (3, 7, 500), (1, 1, 1)]
+# (128, 1200, 729) and (150, 40, 100): few blocks, cut into an even number of equal ones
+SHAPES = [(96, 363, 3025), (1, 900, 700), (8, 300, 257), (300, 5, 2), (3, 7, 500), (1, 1, 1),
+          (128, 1200, 729), (150, 40, 100)]
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
