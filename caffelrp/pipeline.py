@@ -22,10 +22,10 @@ returns no file is half written; the thread is never left to die inside a write 
 the main thread's kernels keep theirs.
 
 Both helpers run at a lower priority (``background``: nice + BACKGROUND_NICE, Linux): their work
-(~10 ms of CPU an image) then goes into the moments a core is idle -- Python between the kernels,
-a thread waiting at a kernel's end -- instead of taking a core from a kernel whose other threads
-then wait for it. When they fall behind, the main thread waits for them (the bounded queue, the
-prefetched batch) and they get the cores.
+(~16 ms of CPU an image for CaffeNet's outputs) then goes into the moments a core is idle -- Python
+between the kernels, a thread waiting at a kernel's end -- instead of taking a core from a kernel
+whose other threads then wait for it. When they fall behind, the main thread waits for them (the
+bounded queue, the prefetched batch) and they get the cores.
 """
 import os
 import queue

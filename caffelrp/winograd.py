@@ -1,11 +1,11 @@
 """Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, CVPR 2016; the kernel and
 its matrices: src/winograd.pyx).
 
-4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1 and dilation 1
-(all of VGG-16's, CaffeNet's conv3-conv5, GoogLeNet's 3x3), any pad and any number of groups (one
-call per group), from 2 input channels per group and 16 output tiles of 4x4 per image on (below, im2col + GEMM is faster: MIN_CHANNELS,
-MIN_TILES): the forward and the backward-data pass (the transposed convolution, which is the same
-algorithm with the flipped, transposed filter and pad 2 - pad).
+4x fewer multiplications than im2col + GEMM, for 3x3 convolutions with stride 1 and dilation 1 (all
+of VGG-16's, CaffeNet's conv3-conv5, GoogLeNet's 3x3), any pad and any number of groups (one call
+per group), from 2 input channels per group and 16 output tiles of 4x4 per image on (below, im2col
++ GEMM is faster: MIN_CHANNELS, MIN_TILES): the forward and the backward-data pass (the transposed
+convolution, which is the same algorithm with the flipped, transposed filter and pad 2 - pad).
 
 Float32 error: about 20x that of the GEMM (measured against float64: 1e-5 of the largest output
 of a layer, against 5e-7; tests/test_winograd.py, BENCHMARKS.md "Winograd"), well inside the
@@ -104,11 +104,11 @@ def args_apply(args, group, input_shape):
     """``shape_applies`` for the geometry as ConvGeometry.args() gives it, (kh, kw, ph, pw, sh,
     sw, dh, dw)."""
     kh, kw, ph, pw, sh, sw, dh, dw = args
-    if not (kh == kw == 3 and sh == sw == 1 and dh == dw == 1 and group >= 1):
+    if not (kh == kw == 3 and sh == sw == 1 and dh == dw == 1):
         return False
     _, c, h, w = input_shape
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
-    return c % group == 0 and c // group >= MIN_CHANNELS and oh > 0 and ow > 0 and \
+    return group >= 1 and c % group == 0 and c // group >= MIN_CHANNELS and oh > 0 and ow > 0 and \
         ((oh + 3) // 4) * ((ow + 3) // 4) >= MIN_TILES
 
 

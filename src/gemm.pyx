@@ -6,17 +6,18 @@ blocks of the output. caffelrp then has one thread pool (OpenMP) instead of two 
 other kernels plus OpenBLAS's own), which on a small machine otherwise fight over the cores: the
 pool that just finished keeps spinning while the other one works.
 
-Deterministic for any thread count: the output is cut into blocks (of about COLUMN_BLOCK
-columns, or ROW_BLOCK rows when the output is tall and narrow) whose sizes depend on the shapes
-only; the threads take whole blocks. Where a product has only a few blocks, they are of (nearly)
-equal size and of an even number, so that two threads get equal shares: 729 columns (a 27 x 27
-plane) are 4 blocks of 192/192/192/153, not 256/256/217, which left one of two threads a third
-of the time idle (``_split``). The threads take the blocks as they come free (a dynamic
-schedule; the blocks, hence the bits, stay the same), so a thread that loses its core for a while
-(the output writer, another process) does not hold up the rest at the end of the product. Which sgemm call computes an output element, with which operand
-shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its last bits (OpenBLAS's
-result for an element depends on where it lies in the call: edge kernels, blocking). Cost: a
-single-threaded product is made of several calls instead of one (BENCHMARKS.md, "determinism").
+Deterministic for any thread count: the output is cut into blocks (of about COLUMN_BLOCK columns,
+or ROW_BLOCK rows when the output is tall and narrow) whose sizes depend on the shapes only; the
+threads take whole blocks. Where a product has only a few blocks, they are of (nearly) equal size
+and of an even number, so that two threads get equal shares: 729 columns (a 27 x 27 plane) are 4
+blocks of 192/192/192/153, not 256/256/217, which left one of two threads a third of the time idle
+(``_split``). The threads take the blocks as they come free (a dynamic schedule; the blocks, hence
+the bits, stay the same), so a thread that loses its core for a while (the output writer, another
+process) does not hold up the rest at the end of the product. Which sgemm call computes an output
+element, with which operand shapes, is therefore the same at 1, 2, 3 or 8 threads, and so are its
+last bits (OpenBLAS's result for an element depends on where it lies in the call: edge kernels,
+blocking). Cost: a single-threaded product is made of several calls instead of one (BENCHMARKS.md,
+"determinism").
 
 A single-row product with a large matrix (an inner product like fc6 at batch 1) is a
 matrix-vector product, memory-bound: sgemv on fixed column blocks, at any thread count (fc6 at
