@@ -217,6 +217,8 @@ def main():
                  "PyTorch"),
                 ("gradient b1", 1, lambda: net.gradient(x1, target=top1),
                  lambda: torch_gradient(t1), "PyTorch"),
+                ("gradient b8", 8, lambda: net.gradient(x8, target=top1),
+                 lambda: torch_gradient(t8), "PyTorch"),
                 ("f100 beta 0 b1", 1, lambda: net.relevance(x1, rule=100, beta=0.0, target=top1),
                  lambda: zennit_pass(t1, zennit.composites.EpsilonPlusFlat()),
                  "zennit EpsilonPlusFlat"),
