@@ -232,31 +232,29 @@ def main():
                  lambda: captum_epsilon(t1),
                  "Captum LRP"),
             ]
+
+            def ig(steps):
+                return net.integrated_gradients(x1, target=top1, baseline="black",
+                                                mean=MEAN_BGR, steps=steps, tol=0.05)
+
+            def captum_ig():
+                return cattr.IntegratedGradients(model).attribute(
+                    t1, baselines=base1, target=top1, n_steps=args.ig_steps)
+            auto_row = "IG auto (5 %%) b1 vs %d steps" % args.ig_steps
             if not args.skip_ig:
-                cases.append((
-                    "IG %d steps b1" % args.ig_steps, 1,
-                    lambda: net.integrated_gradients(x1, target=top1, baseline="black",
-                                                     mean=MEAN_BGR, steps=args.ig_steps),
-                    lambda: cattr.IntegratedGradients(model).attribute(
-                        t1, baselines=base1, target=top1, n_steps=args.ig_steps),
-                    "Captum IntegratedGradients"))
+                cases.append(("IG %d steps b1" % args.ig_steps, 1, lambda: ig(args.ig_steps),
+                              captum_ig, "Captum IntegratedGradients"))
                 # target 4's second half: steps="auto" to a 5 % completeness error in at most
                 # half of Captum's fixed-step time
-                _, info = net.integrated_gradients(x1, target=top1, baseline="black",
-                                                   mean=MEAN_BGR, steps="auto", tol=0.05)
-                auto_notes.append("%s: steps=\"auto\" took m = %d (%d gradients), completeness "
-                                  "error %.1f %%" % (key, info[0]["steps"],
-                                                     info[0]["evaluations"],
-                                                     100 * info[0]["completeness_error"]))
-                cases.append((
-                    "IG auto (5 %%) b1 vs %d steps" % args.ig_steps, 1,
-                    lambda: net.integrated_gradients(x1, target=top1, baseline="black",
-                                                     mean=MEAN_BGR, steps="auto", tol=0.05),
-                    lambda: cattr.IntegratedGradients(model).attribute(
-                        t1, baselines=base1, target=top1, n_steps=args.ig_steps),
-                    "Captum IntegratedGradients"))
+                cases.append((auto_row, 1, lambda: ig("auto"), captum_ig,
+                              "Captum IntegratedGradients"))
             if args.rows:
                 cases = [c for c in cases if c[0].startswith(tuple(args.rows))]
+            if any(c[0] == auto_row for c in cases):
+                info = ig("auto")[1][0]
+                auto_notes.append("%s: steps=\"auto\" took m = %d (%d gradients), completeness "
+                                  "error %.1f %%" % (key, info["steps"], info["evaluations"],
+                                                     100 * info["completeness_error"]))
             for what, batch, mine, theirs, peer in cases:
                 mine()
                 try:
