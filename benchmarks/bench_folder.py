@@ -2,7 +2,8 @@
 target 1: the whole command costs at most 1.3x the relevance time per image).
 
     python benchmarks/bench_folder.py [--images 32] [--batch-size 8] [--repeats 7]
-                                      [--before CHECKOUT] [--write FILE]
+                                      [--before CHECKOUT] [--workers auto|N]
+                                      [--compare-workers N] [--write FILE]
 
 CaffeNet-shaped net with seeded random (He-scaled) weights written to a temporary caffemodel; the
 folder holds ``--images`` copies of the shared reference photos (640 x 426/480 JPEGs). Measured in
@@ -14,6 +15,8 @@ turns (each after one warm-up), medians of ``--repeats`` turns:
   breakdown: interpreter start + imports (the monotonic clock here before the start to the clock
   in ``main``), the phases ``main`` times, the rest of ``main`` (argument parsing, listing the
   folder, the run identity) and the interpreter's exit. Per turn these add up to the whole;
+* with ``--compare-workers N``: the same command with ``--workers N`` (e.g. 1: one process, its
+  kernels on every thread), in the same turns;
 * with ``--before CHECKOUT``: the same command from another checkout (e.g. the main branch), so
   before and after are measured in the same turns;
 * the relevance alone: ``net.relevance`` (the command's defaults: composite = formula 100,
@@ -47,7 +50,7 @@ from caffelrp.preprocess import BVLC_MEAN_BGR, mean_pixel, read_image, toolbox_p
 
 # the command's phases in the main thread, in the order the report lists them
 MAIN_PHASES = ("net load", "weights digest", "preprocess", "prefetch wait", "method", "outputs",
-               "writer wait")
+               "writer wait", "workers")
 LOAD_SCRIPT = ("import sys, time; import caffelrp; t = time.monotonic(); "
                "caffelrp.Net(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)")
 
@@ -59,6 +62,10 @@ def arguments():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--before", metavar="CHECKOUT",
                         help="another checkout whose command is timed in the same turns")
+    parser.add_argument("--workers", default="auto",
+                        help="the command's --workers (default auto)")
+    parser.add_argument("--compare-workers", metavar="N",
+                        help="also time the command with --workers N in the same turns")
     parser.add_argument("--write")
     return parser.parse_args()
 
@@ -125,7 +132,9 @@ def main():
             shutil.copy(photos[i % len(photos)], folder / ("photo%03d.jpg" % i))
         explain = ["explain", str(folder), "--model", str(prototxt), "--weights", str(weights),
                    "--batch-size", str(args.batch_size), "--quiet"]
-        after = Command(REPO, explain, tmp, timed_phases=True)
+        after = Command(REPO, explain + ["--workers", args.workers], tmp, timed_phases=True)
+        other = Command(REPO, explain + ["--workers", args.compare_workers], tmp,
+                        timed_phases=False) if args.compare_workers else None
         before = Command(Path(args.before).resolve(), explain, tmp, timed_phases=False) \
             if args.before else None
 
@@ -154,6 +163,8 @@ def main():
                     "cold net load": cold_net_load}
         if before:
             measured["before"] = before
+        if other:
+            measured["other"] = other
         for fn in measured.values():
             fn()
         samples = {name: [] for name in measured}
@@ -189,7 +200,12 @@ def main():
         lines.append(row("`explain` command, whole, %s (before)" % args.before,
                          statistics.median(run["whole"] for run in samples["before"]),
                          bold=True))
-    lines += [row("`explain` command, whole", parts["whole"], bold=True),
+    if other:
+        lines.append(row("`explain` command, whole, `--workers %s`" % args.compare_workers,
+                         statistics.median(run["whole"] for run in samples["other"]),
+                         bold=True))
+    lines += [row("`explain` command, whole, `--workers %s`" % args.workers, parts["whole"],
+                  bold=True),
               row("`explain` command, first run (weights hashed)", first)]
     for name in ("interpreter start + imports", *MAIN_PHASES, "rest of main",
                  "interpreter exit"):

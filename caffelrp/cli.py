@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import caffe_blas, compat, distributed, zoo
+from . import caffe_blas, compat, distributed, workers, zoo
 from .errors import CaffeLRPError
 from .bundled import BUNDLED, bundled_prototxt, bundled_weights, where_to_get_weights
 from .bundled import class_names as bundled_class_names
@@ -242,9 +242,14 @@ class Progress:
         self._ticker = None
         if self.enabled:
             self._draw()
-            if interval:
-                self._ticker = threading.Thread(target=self._tick, args=(interval,), daemon=True)
-                self._ticker.start()
+        if interval:
+            self.start_clock(interval)
+
+    def start_clock(self, interval=1.0):
+        """Redraw every ``interval`` seconds from a thread of its own (once)."""
+        if self.enabled and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, args=(interval,), daemon=True)
+            self._ticker.start()
 
     def _tick(self, interval):
         while not self._stop.wait(interval):
@@ -681,11 +686,36 @@ def cmd_explain(args):
     if args.dask or args.dask_scheduler_file:
         return distributed.explain_on_cluster(args, pending, target, run, out_dir,
                                               (in_h, in_w, base, mean), report)
-    progress = Progress(len(pending), args.quiet)
-    deferred = []        # with --shared-scale: rendered once every image is known
     geometry = (in_h, in_w, base, mean)
     batches = [pending[start:start + args.batch_size]
                for start in range(0, len(pending), args.batch_size)]
+    count = explain_worker_count(args, net, len(batches))
+    if count > 1:
+        finished = explain_in_workers(net, method, batches, target, args, run, out_dir,
+                                      geometry, report, count)
+    else:
+        finished = explain_in_pipeline(net, method, batches, target, args, run, out_dir,
+                                       geometry, report, identity)
+    if not finished:
+        left = len(pending) - report.done - len(report.failures)
+        print("interrupted: %d done, %d left (use --resume)" % (report.done, max(left, 0)),
+              file=sys.stderr)
+        return INTERRUPTED
+    if args.resume and foreign:
+        redone = {stem + OUTPUT_SUFFIXES["sidecar"] for _, stem in pending}
+        others = sorted(set(foreign) - redone)
+        if others:
+            print("warning: %s still holds %d sidecar(s) of another run, not among these images "
+                  "(e.g. %s)" % (out_dir, len(others), others[0]), file=sys.stderr)
+    return report.finish("explained", out_dir)
+
+
+def explain_in_pipeline(net, method, batches, target, args, run, out_dir, geometry, report,
+                        identity):
+    """One process, its kernels on every thread, reading ahead and writing behind
+    (``pipeline``): False when interrupted."""
+    progress = Progress(sum(len(chunk) for chunk in batches), args.quiet)
+    deferred = []        # with --shared-scale: rendered once every image is known
     # the next batch is preprocessed and the last one's files are written while a batch runs
     writer = OutputWriter(depth=2 * args.batch_size)
     try:
@@ -701,21 +731,77 @@ def cmd_explain(args):
                 finish_record(out_dir, record, args.scale, args, report)
     except KeyboardInterrupt:
         writer.cancel()      # the file being written is finished (or removed), no other starts
-        progress.close()
-        left = len(pending) - report.done - len(report.failures)
-        print("interrupted: %d done, %d left (use --resume)" % (report.done, max(left, 0)),
-              file=sys.stderr)
-        return INTERRUPTED
+        return False
     finally:
         writer.cancel()      # after close: nothing to do; after an error: stop the thread
-    progress.close()
-    if args.resume and foreign:
-        redone = {stem + OUTPUT_SUFFIXES["sidecar"] for _, stem in pending}
-        others = sorted(set(foreign) - redone)
-        if others:
-            print("warning: %s still holds %d sidecar(s) of another run, not among these images "
-                  "(e.g. %s)" % (out_dir, len(others), others[0]), file=sys.stderr)
-    return report.finish("explained", out_dir)
+        progress.close()
+    return True
+
+
+def explain_worker_count(args, net, batches):
+    """How many worker processes explain the ``batches`` (``--workers``; 1: this process)."""
+    shared = args.shared_scale and args.scale is None
+    if args.workers == "auto":
+        threads = get_num_threads()
+        if shared or batches < 2 * threads:     # too few batches to share
+            return 1
+        per_image_batch = max(args.batch_size, 32) if args.method in PER_IMAGE_METHODS \
+            else args.batch_size      # ig and smoothgrad batch their own inputs
+        return workers.auto_count(threads, batches, workers.worker_memory(net, per_image_batch))
+    try:
+        count = int(args.workers)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError("--workers takes a number of processes >= 1 or auto, got %r"
+                         % args.workers)
+    if count > 1 and not workers.can_fork():
+        raise UsageError("--workers %d needs fork (Linux); give --workers 1" % count)
+    if count > 1 and shared:
+        raise UsageError("--shared-scale needs every image's relevance in one process; with "
+                         "--workers %d give a fixed --scale, or --workers 1" % count)
+    return max(1, min(count, batches))
+
+
+def explain_in_workers(net, method, batches, target, args, run, out_dir, geometry, report,
+                       count):
+    """``count`` forked processes, one kernel thread each, take the batches in turn and write
+    their files themselves (``workers``): False when interrupted."""
+    def work(index):               # in a worker
+        done = Report(quiet=True)
+        try:
+            explain_batch(net, method, batches[index], target, args, run, out_dir, geometry,
+                          done, Progress(0, quiet=True), [])
+        except CaffeLRPError as e:
+            done.failures.extend("%s: %s" % (image, e) for image, _ in batches[index])
+        return done.done, done.failures
+
+    def names(index):
+        chunk = batches[index]
+        return str(chunk[0][0]) if len(chunk) == 1 else "%s ... %s" % (chunk[0][0], chunk[-1][0])
+
+    failed = {}            # batch -> its failures, listed in image order at the end
+
+    def on_result(index, done, failures):
+        report.done += done
+        failed[index] = failures
+        progress.advance(done)
+        if failures:
+            progress.advance(len(failures), failed=True)
+
+    progress = Progress(sum(len(chunk) for chunk in batches), args.quiet, interval=0)
+    try:
+        pool = workers.Workers(count, len(batches), work).start()
+        progress.start_clock()     # after the fork: the clock's thread is not in the workers
+        pool.collect(lambda index: progress.working(len(batches[index])), on_result, names,
+                     out_dir)
+    except KeyboardInterrupt:
+        return False
+    finally:
+        progress.close()
+        for index in sorted(failed):
+            report.failures.extend(failed[index])
+    return True
 
 
 def prepare_batch(chunk, geometry):
@@ -1125,6 +1211,12 @@ def add_explain_parser(sub):
             "options of --method %s" % method.name), method.name, owners))
     explain.set_defaults(_method_option_owner=owners)
     zoo.add_weights_check_option(explain)
+    explain.add_argument("--workers", default="auto", metavar="N|auto",
+                         help="worker processes on this machine, each running the kernels on one "
+                              "thread (Linux; the same files as one process). Default auto: one "
+                              "per kernel thread (--threads), at most one per batch and as many "
+                              "as the available memory holds; 1: one process whose kernels use "
+                              "every thread, reading and writing in helper threads")
     distributed.add_options(explain)
     explain.set_defaults(run=cmd_explain)
 

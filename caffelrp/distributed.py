@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import cli  # noqa: F401  (cli imports this module; only its functions are used here)
 from .errors import CaffeLRPError
+from .files import remove_orphaned_temporaries
 
 RETRIES = 2
 INSTALL_HINT = "--dask needs Dask's distributed scheduler: pip install 'caffelrp[dask]'"
@@ -185,20 +186,6 @@ def run_tasks(args, task, chunks, failed, job, report, out_dirs):
             cluster.close()
     for folder in out_dirs:
         remove_orphaned_temporaries(folder, started)
-
-
-def remove_orphaned_temporaries(folder, since):
-    """Temporary files of the atomic writer that a killed worker left in ``folder`` during this
-    run (every task has finished, so none is still being written by this run)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for path in list(folder.glob(".tmp-*")) + list(folder.glob(".caffelrp-*.tmp")):
-        try:
-            if path.stat().st_mtime >= since - 1:
-                path.unlink()
-        except OSError:
-            pass
 
 
 # ------------------------------------------------------------------------- the worker side

@@ -68,6 +68,20 @@ def write_atomically(path, data):
         raise
 
 
+def remove_orphaned_temporaries(folder, since):
+    """Temporary files of the atomic writer that a killed worker left in ``folder`` during this
+    run (every task has finished, so none is still being written by this run)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in list(folder.glob(".tmp-*")) + list(folder.glob(".caffelrp-*.tmp")):
+        try:
+            if path.stat().st_mtime >= since - 1:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def cache_dir():
     """caffelrp's cache folder: ``$CAFFELRP_HOME``, else ``$XDG_CACHE_HOME/caffelrp``, else
     ``~/.cache/caffelrp`` (fetched weights, the digest ledger)."""
