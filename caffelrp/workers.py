@@ -149,6 +149,8 @@ def _describe_exit(code):
             name = "signal %d" % -code
         hint = " (the kernel's out-of-memory killer?)" if -code == signal.SIGKILL else ""
         return "was killed by %s%s" % (name, hint)
+    if code == 130:
+        return "was stopped by a signal (SIGINT or SIGTERM)"
     return "exited with code %s" % code
 
 
@@ -199,10 +201,6 @@ class Workers:
                           "--batch-size if memory ran out)"
                           % (worker.number, worker.process.pid, where, cause))
 
-    def stop(self):
-        """Stop the workers (after an error in this process before ``collect``)."""
-        _stop(self.workers, lambda index: None, lambda *result: None)
-
 
 class _Worker:
     def __init__(self, number, process, conn):
@@ -222,7 +220,9 @@ def _handle(worker, message, on_start, on_result):
         on_result(*message[1:])
     else:
         worker.ended = True
-        if kind == "error":
+        if kind == "stopped":
+            worker.current = message[1]
+        elif kind == "error":
             worker.error = (message[1], "raised an unexpected error:\n" + message[2])
 
 

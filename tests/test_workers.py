@@ -155,6 +155,17 @@ def test_a_worker_that_dies_is_named_with_its_images_and_the_signal(tmp_path):
     assert time.monotonic() - start < WAIT
 
 
+def test_a_worker_stopped_from_outside_stops_the_run_saying_so(tmp_path):
+    def work(index):
+        if index == 3:
+            os.kill(os.getpid(), signal.SIGTERM)     # someone's ``kill`` of one worker
+            time.sleep(WAIT)
+        return 1, []
+    with pytest.raises(workers.WorkerError, match="while explaining batch 3 was stopped by a "
+                                                  r"signal \(SIGINT or SIGTERM\)"):
+        _collect(workers.Workers(2, 8, work), tmp_path)
+
+
 def test_a_worker_that_raises_reports_its_traceback(tmp_path):
     def work(index):
         if index == 1:
