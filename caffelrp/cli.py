@@ -738,47 +738,70 @@ def explain_in_pipeline(net, method, batches, target, args, run, out_dir, geomet
     return True
 
 
-def explain_worker_count(args, net, batches):
-    """How many worker processes explain the ``batches`` (``--workers``; 1: this process)."""
-    shared = args.shared_scale and args.scale is None
-    if args.workers == "auto":
-        threads = get_num_threads()
-        if shared or batches < 2 * threads:     # too few batches to share
+def worker_count(requested, net, batches, batch_size, shared=False, own_batches=False):
+    """How many worker processes share ``batches`` (``--workers``: "auto" or a count; 1: this
+    process). ``shared``: --shared-scale, which needs one process; ``own_batches``: the method
+    batches its own inputs (ig, smoothgrad), so a worker holds more than ``batch_size``."""
+    threads = get_num_threads()
+    # Caffe-exact mode's OpenBLAS rounds its products by its own thread count: one-thread
+    # workers would not give the bits of a run on `threads` threads
+    exact = caffe_blas.active() and threads > 1
+    if requested == "auto":
+        if shared or exact or batches < 2 * threads:     # too few batches to share
             return 1
-        per_image_batch = max(args.batch_size, 32) if args.method in PER_IMAGE_METHODS \
-            else args.batch_size      # ig and smoothgrad batch their own inputs
-        return workers.auto_count(threads, batches, workers.worker_memory(net, per_image_batch))
+        memory = workers.worker_memory(net, max(batch_size, 32) if own_batches else batch_size)
+        return workers.auto_count(threads, batches, memory)
     try:
-        count = int(args.workers)
+        count = int(requested)
     except ValueError:
         count = 0
     if count < 1:
         raise UsageError("--workers takes a number of processes >= 1 or auto, got %r"
-                         % args.workers)
+                         % requested)
     if count > 1 and not workers.can_fork():
         raise UsageError("--workers %d needs fork (Linux); give --workers 1" % count)
     if count > 1 and shared:
         raise UsageError("--shared-scale needs every image's relevance in one process; with "
                          "--workers %d give a fixed --scale, or --workers 1" % count)
+    if count > 1 and exact:
+        raise UsageError("--workers %d with --caffe-blas: that OpenBLAS rounds its products by "
+                         "its thread count, and a worker runs one thread, so the files would "
+                         "differ from a run with --threads %d; give --workers 1, or --threads 1"
+                         % (count, threads))
     return max(1, min(count, batches))
+
+
+def explain_worker_count(args, net, batches):
+    return worker_count(args.workers, net, batches, args.batch_size,
+                        shared=args.shared_scale and args.scale is None,
+                        own_batches=args.method in PER_IMAGE_METHODS)
 
 
 def explain_in_workers(net, method, batches, target, args, run, out_dir, geometry, report,
                        count):
+    """``explain``'s batches in ``count`` worker processes: False when interrupted."""
+    def run_batch(chunk, batch_report, progress):
+        explain_batch(net, method, chunk, target, args, run, out_dir, geometry, batch_report,
+                      progress, [])
+    return in_workers(count, batches, run_batch, report, args.quiet, [out_dir],
+                      lambda chunk: [image for image, _ in chunk])
+
+
+def in_workers(count, batches, run_batch, report, quiet, out_dirs, images):
     """``count`` forked processes, one kernel thread each, take the batches in turn and write
-    their files themselves (``workers``): False when interrupted."""
+    their files themselves (``workers``); ``run_batch(batch, report, progress)`` runs in a
+    worker, ``images(batch)`` names a batch's images. False when interrupted."""
     def work(index):               # in a worker
         done = Report(quiet=True)
         try:
-            explain_batch(net, method, batches[index], target, args, run, out_dir, geometry,
-                          done, Progress(0, quiet=True), [])
+            run_batch(batches[index], done, Progress(0, quiet=True))
         except CaffeLRPError as e:
-            done.failures.extend("%s: %s" % (image, e) for image, _ in batches[index])
+            done.failures.extend("%s: %s" % (image, e) for image in images(batches[index]))
         return done.done, done.failures
 
     def names(index):
-        chunk = batches[index]
-        return str(chunk[0][0]) if len(chunk) == 1 else "%s ... %s" % (chunk[0][0], chunk[-1][0])
+        first, *rest = images(batches[index])
+        return str(first) if not rest else "%s ... %s" % (first, rest[-1])
 
     failed = {}            # batch -> its failures, listed in image order at the end
 
@@ -789,12 +812,12 @@ def explain_in_workers(net, method, batches, target, args, run, out_dir, geometr
         if failures:
             progress.advance(len(failures), failed=True)
 
-    progress = Progress(sum(len(chunk) for chunk in batches), args.quiet, interval=0)
+    progress = Progress(sum(len(batch) for batch in batches), quiet, interval=0)
     try:
         pool = workers.Workers(count, len(batches), work).start()
         progress.start_clock()     # after the fork: the clock's thread is not in the workers
         pool.collect(lambda index: progress.working(len(batches[index])), on_result, names,
-                     out_dir)
+                     out_dirs)
     except KeyboardInterrupt:
         return False
     finally:
@@ -1054,7 +1077,6 @@ def cmd_compat(args):
                             class_count(net)))
     start = _start_layer(config, net)
     report = Report(args.quiet)
-    progress = Progress(len(entries), args.quiet)
 
     # one target per batch: consecutive entries with the same class field go together
     batches, batch = [], []
@@ -1067,9 +1089,24 @@ def cmd_compat(args):
         batches.append(batch)
     if args.dask or args.dask_scheduler_file:
         return distributed.compat_on_cluster(args, batches, config, start, report)
+    geometry = (in_h, in_w, mean)
+    count = worker_count(args.compat_workers, net, len(batches), args.batch_size)
+    if count > 1:
+        def run_batch(batch, batch_report, progress):
+            compat_batch(net, batch, config, args.filelist, geometry, start, batch_report,
+                         progress)
+        folders = sorted({os.path.dirname(distributed.compat_output_base(config, entry))
+                          for batch in batches for entry in batch})
+        if not in_workers(count, batches, run_batch, report, args.quiet, folders,
+                          lambda batch: [entry.path for entry in batch]):
+            print("interrupted: %d done (outputs in %s)" % (report.done,
+                                                            config.standalone_outpath),
+                  file=sys.stderr)
+            return INTERRUPTED
+        return report.finish("explained", config.standalone_outpath)
+    progress = Progress(len(entries), args.quiet)
     for batch in batches:
-        compat_batch(net, batch, config, args.filelist, (in_h, in_w, mean), start, report,
-                     progress)
+        compat_batch(net, batch, config, args.filelist, geometry, start, report, progress)
     progress.close()
     return report.finish("explained", config.standalone_outpath)
 
@@ -1244,6 +1281,10 @@ def build_parser():
     original.add_argument("--batch-size", type=int, default=8,
                           help="images per network pass (default 8; results do not depend on it)")
     original.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    original.add_argument("--workers", dest="compat_workers", default="auto", metavar="N|auto",
+                          help="worker processes, one kernel thread each (Linux; the same files "
+                               "as one process); default auto: one per kernel thread once there "
+                               "are two batches each; 1: one process on every thread")
     caffe_blas.add_option(original, dest="caffe_blas_main")
     distributed.add_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

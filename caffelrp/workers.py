@@ -178,28 +178,33 @@ class Workers:
             self.workers.append(_Worker(number, process, receiver))
         return self
 
-    def collect(self, on_start, on_result, names, out_dir):
+    def collect(self, on_start, on_result, names, out_dirs):
         """``on_start(index)`` and ``on_result(index, done, failures)`` run in this process as
-        the workers report; ``names(index)`` describes a batch's images for error messages.
+        the workers report; ``names(index)`` describes a batch's images for error messages;
+        ``out_dirs``: the folders they write to (a killed worker's temporary files are removed).
         Raises KeyboardInterrupt after Ctrl-C (once the workers have stopped and their finished
         batches are reported) and WorkerError when a worker died or raised."""
         try:
             with phase("workers"):
                 problem = _collect(self.workers, on_start, on_result)
         except BaseException:            # Ctrl-C, or an error in a callback: stop them all
-            _stop(self.workers, on_start, on_result)
-            remove_orphaned_temporaries(out_dir, self.started)
+            self._stop(on_start, on_result, out_dirs)
             raise
         if problem is None:
             return
-        _stop(self.workers, on_start, on_result)
-        remove_orphaned_temporaries(out_dir, self.started)
+        self._stop(on_start, on_result, out_dirs)
         worker, index, cause = problem
         where = (" while explaining %s" % names(index)) if index is not None else ""
         raise WorkerError("worker process %d (pid %d)%s %s; the images finished before have "
                           "complete outputs (rerun with --resume, and --workers 1 or a smaller "
                           "--batch-size if memory ran out)"
                           % (worker.number, worker.process.pid, where, cause))
+
+
+    def _stop(self, on_start, on_result, out_dirs):
+        _stop(self.workers, on_start, on_result)
+        for folder in out_dirs:     # what a killed worker was writing
+            remove_orphaned_temporaries(folder, self.started)
 
 
 class _Worker:

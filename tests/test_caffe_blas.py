@@ -183,3 +183,28 @@ def test_reproduce_takes_the_option_and_names_a_bad_library(tmp_path, capsys):
     assert code == cli.DATA_ERROR
     assert "nolib.so" in capsys.readouterr().err
     assert not caffe_blas.active()
+
+
+def test_workers_in_exact_mode_write_the_bytes_of_a_one_thread_run(tmp_path, model):  # noqa
+    """Forked workers with the Caffe OpenBLAS loaded (its own thread pool): with --threads 1
+    they give the files of a one-process one-thread run (explain refuses them otherwise)."""
+    from caffelrp import workers
+    if not workers.can_fork():
+        pytest.skip("worker processes need fork (Linux)")
+    path = library_or_skip()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        make_image(folder / ("im%d.png" % i), seed=i)
+    before = caffelrp.get_num_threads()
+    try:
+        for n in ("1", "3"):
+            assert explain(model, folder, "--caffe-blas", path, "--threads", "1",
+                           "--batch-size", "2", "--workers", n, out=tmp_path / n) == 0
+    finally:
+        caffelrp.set_caffe_blas(None)
+        caffelrp.set_num_threads(before)
+    one = sorted((tmp_path / "1").iterdir())
+    assert len(one) == 24
+    for p in one:
+        assert p.read_bytes() == (tmp_path / "3" / p.name).read_bytes(), p.name

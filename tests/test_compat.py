@@ -333,6 +333,34 @@ def test_compat_writes_the_four_files_per_image(tiny_setup, capsys):
     assert len(top.splitlines()) == 6          # min(10, numclasses)
 
 
+def test_compat_workers_write_the_files_of_one_process_and_list_failures_in_order(
+        tiny_setup, capsys):
+    from caffelrp import workers
+    if not workers.can_fork():
+        pytest.skip("worker processes need fork (Linux)")
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (12, 15, 3), dtype=np.uint8)).save(
+            tiny_setup / "someimages" / ("im%d.png" % i))
+        lines.append("someimages/im%d.png %d" % (i, -2 if i % 3 else i % 6))
+    lines[4] = "someimages/grey.png -2"
+    lines[7] = "someimages/none.png -1"
+    (tiny_setup / "list.txt").write_text("\n".join(lines) + "\n")
+    outputs = {}
+    for n in ("1", "3"):
+        out = tiny_setup / "lrp_output"
+        assert run_compat("--batch-size", "2", "--workers", n) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines()
+                  if line.startswith("error:")]
+        assert len(errors) == 2 and "grey.png" in errors[0] and "none.png" in errors[1]
+        outputs[n] = {p.name: p.read_bytes() for p in sorted((out / "someimages").iterdir())}
+        for p in (out / "someimages").iterdir():
+            p.unlink()
+    assert len(outputs["1"]) == 4 * 8
+    assert outputs["1"] == outputs["3"]
+
+
 @pytest.mark.parametrize("line,problem", [
     ("someimages/grey.png -2", "grey.png: grayscale image"),
     ("someimages/none.png -2", "none.png: no such file"),

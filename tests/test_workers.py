@@ -110,6 +110,18 @@ def test_auto_uses_one_worker_per_thread_when_there_are_batches_enough(monkeypat
     assert cli.explain_worker_count(_args(), _Net(), 50) == 1     # --threads 1: one process
 
 
+def test_caffe_exact_mode_keeps_one_process_unless_one_thread_is_asked(monkeypatch):
+    from caffelrp import caffe_blas
+    monkeypatch.setattr(caffe_blas, "active", lambda: True)
+    monkeypatch.setattr(workers, "available_memory", lambda: 1 << 40)
+    monkeypatch.setattr(cli, "get_num_threads", lambda: 2)
+    assert cli.explain_worker_count(_args(), _Net(), 50) == 1
+    with pytest.raises(cli.UsageError, match="rounds its products by its thread count"):
+        cli.explain_worker_count(_args("--workers", "2"), _Net(), 50)
+    monkeypatch.setattr(cli, "get_num_threads", lambda: 1)   # --threads 1: the same bits
+    assert cli.explain_worker_count(_args("--workers", "2"), _Net(), 50) == 2
+
+
 def test_auto_keeps_to_the_available_memory():
     per_worker = 3 << 30
     # 0.75 of 10 GiB holds two 3 GiB workers, not four
@@ -124,7 +136,7 @@ def test_auto_keeps_to_the_available_memory():
 def _collect(pool, tmp_path):
     results, starts = {}, []
     pool.start().collect(starts.append, lambda i, done, failures: results.__setitem__(
-        i, (done, failures)), lambda i: "batch %d" % i, tmp_path)
+        i, (done, failures)), lambda i: "batch %d" % i, [tmp_path])
     return results, starts
 
 
@@ -143,7 +155,8 @@ def test_every_batch_runs_once_across_the_workers(tmp_path):
 
 def test_a_worker_that_dies_is_named_with_its_images_and_the_signal(tmp_path):
     def work(index):
-        if index == 2:
+        if index == 2:    # killed while writing: its temporary file is left behind
+            (tmp_path / ".caffelrp-0badf00d.tmp").write_bytes(b"half")
             os.kill(os.getpid(), signal.SIGKILL)
         return 1, []
     start = time.monotonic()
@@ -153,6 +166,7 @@ def test_a_worker_that_dies_is_named_with_its_images_and_the_signal(tmp_path):
     assert "while explaining batch 2 was killed by SIGKILL" in message
     assert "--resume" in message
     assert time.monotonic() - start < WAIT
+    assert list(tmp_path.iterdir()) == []          # ... and removed
 
 
 def test_a_worker_stopped_from_outside_stops_the_run_saying_so(tmp_path):
@@ -191,7 +205,7 @@ def test_an_interrupt_in_the_parent_stops_every_worker(tmp_path):
             raise KeyboardInterrupt
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        pool.collect(lambda index: None, on_result, str, tmp_path)
+        pool.collect(lambda index: None, on_result, str, [tmp_path])
     assert time.monotonic() - start < WAIT
     assert all(not w.process.is_alive() for w in pool.workers)
     assert len(seen) < 20          # stopped, not run to the end
