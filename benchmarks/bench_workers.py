@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import command, emit, load_average, prototxt, write_seeded_weights
+from common import command, emit, load_average, write_seeded_weights
 
 import caffelrp
 

@@ -1,5 +1,5 @@
-"""``explain --workers N``: the batches of a run shared by N forked worker processes on this
-machine, each running the kernels on one thread (issue 17, target 1).
+"""``explain --workers N`` (and the -c/-f mode's): the batches of a run shared by N forked worker
+processes on this machine, each running the kernels on one thread (issue 17, target 1).
 
 Why processes: one process with T kernel threads loses time at every parallel region's end (a
 thread waits for the slowest, or for one that lost its core to the helpers that read and write
@@ -36,6 +36,7 @@ from multiprocessing.connection import wait
 from .errors import CaffeLRPError
 from .files import remove_orphaned_temporaries
 from .phases import phase
+from .threads import set_num_threads
 
 # the bytes one worker's batch holds, per image and per blob element of the net: the forward's
 # blobs, as much again for the relevance or gradient, and the layers' scratch. Peak growth
@@ -99,7 +100,6 @@ def _child(conn, counter, total, work):
     signal.signal(signal.SIGTERM, stop)
     code, index = 0, None
     try:
-        from .threads import set_num_threads
         set_num_threads(1)
         while True:
             with counter.get_lock():
@@ -187,24 +187,17 @@ class Workers:
         try:
             with phase("workers"):
                 problem = _collect(self.workers, on_start, on_result)
-        except BaseException:            # Ctrl-C, or an error in a callback: stop them all
-            self._stop(on_start, on_result, out_dirs)
-            raise
-        if problem is None:
-            return
-        self._stop(on_start, on_result, out_dirs)
-        worker, index, cause = problem
-        where = (" while explaining %s" % names(index)) if index is not None else ""
-        raise WorkerError("worker process %d (pid %d)%s %s; the images finished before have "
-                          "complete outputs (rerun with --resume, and --workers 1 or a smaller "
-                          "--batch-size if memory ran out)"
-                          % (worker.number, worker.process.pid, where, cause))
-
-
-    def _stop(self, on_start, on_result, out_dirs):
-        _stop(self.workers, on_start, on_result)
-        for folder in out_dirs:     # what a killed worker was writing
-            remove_orphaned_temporaries(folder, self.started)
+        finally:   # after Ctrl-C, an error in a callback or a failed worker: stop the others
+            _stop_all(self.workers, on_start, on_result)
+            for folder in out_dirs:     # what a killed worker was writing
+                remove_orphaned_temporaries(folder, self.started)
+        if problem is not None:
+            worker, index, cause = problem
+            where = (" while explaining %s" % names(index)) if index is not None else ""
+            raise WorkerError("worker process %d (pid %d)%s %s; the images finished before "
+                              "have complete outputs (rerun with --resume, and --workers 1 or "
+                              "a smaller --batch-size if memory ran out)"
+                              % (worker.number, worker.process.pid, where, cause))
 
 
 class _Worker:
@@ -265,7 +258,7 @@ def _collect(workers, on_start, on_result):
     return None
 
 
-def _stop(workers, on_start, on_result):
+def _stop_all(workers, on_start, on_result):
     """Ask the running workers to stop, wait for them (finishing their current file), and
     report what they finished."""
     for worker in workers:
